@@ -14,4 +14,14 @@ class DataConfig:
     seq_len: int = 2048
     """Tokens per training sample (each sample holds seq_len + 1 tokens for the shifted targets)."""
     seed: int = 1234
-    """Seed of the shuffled sample index."""
+    """Seed of the shuffled sample index (document order and sample order of every epoch)."""
+    train_paths: list[str] = field(default_factory=list)
+    """Prefixes of packed datasets (``PREFIX.bin`` + ``PREFIX.idx``, from ``koneox pack``) to blend."""
+    weights: list[float] = field(default_factory=list)
+    """Blend weight per ``train_paths`` entry, normalised to sum 1 ([] = proportional to tokens)."""
+    split: list[float] = field(default_factory=lambda: [0.98, 0.01, 0.01])
+    """Share of each dataset's documents held for train / validation / test (normalised)."""
+    split_seed: int = 0
+    """Seed of the document -> split assignment, separate from ``seed`` so validation stays held out."""
+    verify_token_ids: bool = True
+    """Scan every .bin once at start-up for token ids outside the vocabulary (streams the file)."""
