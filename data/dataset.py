@@ -142,20 +142,29 @@ class GPTDataset:
         """Fractional epoch of sample number(s) k: 1.25 = a quarter into the second epoch."""
         return np.asarray(k, dtype=np.float64) / self.samples_per_epoch
 
+    def locate(self, ks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(epoch, position in that epoch's token stream / seq_len) of sample numbers ``ks``."""
+        ks = np.asarray(ks, dtype=np.int64)
+        if self.samples_per_epoch == 0:
+            raise IndexError(f"{self.name}: fewer than seq_len + 1 = {self.seq_len + 1} tokens in this split")
+        epochs = ks // self.samples_per_epoch
+        pos = np.empty_like(ks)
+        for e in np.unique(epochs):
+            rows = np.nonzero(epochs == e)[0]
+            pos[rows] = self._epoch(int(e))[2][ks[rows] - e * self.samples_per_epoch]
+        return epochs, pos
+
     def get_many(self, ks: np.ndarray) -> np.ndarray:
         """Samples ``ks`` as an ``(len(ks), seq_len + 1)`` int64 array."""
         ks = np.asarray(ks, dtype=np.int64)
         out = np.empty((len(ks), self.seq_len + 1), dtype=np.int64)
         if len(ks) == 0:
             return out
-        if self.samples_per_epoch == 0:
-            raise IndexError(f"{self.name}: fewer than seq_len + 1 = {self.seq_len + 1} tokens in this split")
-        epochs = ks // self.samples_per_epoch
+        epochs, pos = self.locate(ks)
         for e in np.unique(epochs):
             rows = np.nonzero(epochs == e)[0]
-            bounds, file_start, sample_order = self._epoch(int(e))
-            pos = sample_order[ks[rows] - e * self.samples_per_epoch]
-            out[rows] = self._gather(bounds, file_start, pos)
+            bounds, file_start, _ = self._epoch(int(e))
+            out[rows] = self._gather(bounds, file_start, pos[rows])
         return out
 
     def _gather(self, bounds: np.ndarray, file_start: np.ndarray, pos: np.ndarray) -> np.ndarray:
