@@ -280,6 +280,13 @@ class BlendedDataset:
         """
         return max(self.epochs(consumed).values())
 
+    def starts_new_epoch(self, start: int, stop: int) -> bool:
+        """Whether global samples [start, stop) hold the first sample of epoch 2, 3, ... of any component."""
+        c0 = np.maximum(self.counts_before(start), 1)  # sample 0 opens epoch 1: not a boundary
+        c1 = self.counts_before(stop)
+        s = np.asarray(self.samples_per_epoch)
+        return bool(((c1 - 1) // s > (c0 - 1) // s).any())
+
     def fingerprint(self) -> dict:
         """What must not change under a resumed run (checked by the loader's load_state_dict)."""
         return {

@@ -24,7 +24,6 @@ Usage (in the training loop)::
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -61,7 +60,9 @@ class Batch:
     epoch: float
     """Fractional epoch after this global micro-batch (the same on every rank)."""
     epoch_start: float
-    """Fractional epoch before it: ``int(epoch_start) != int(epoch)`` marks an epoch boundary."""
+    """Fractional epoch before it."""
+    crossed_epoch: bool
+    """True when this global micro-batch holds the first sample of a new epoch (of any blend component)."""
 
     @property
     def input_ids(self) -> torch.Tensor:
@@ -70,11 +71,6 @@ class Batch:
     @property
     def labels(self) -> torch.Tensor:
         return self.tokens[:, 1:]  # (B, seq_len)
-
-    @property
-    def crossed_epoch(self) -> bool:
-        """True when this global micro-batch holds the first sample of a new epoch."""
-        return math.floor(self.epoch_start) != math.floor(self.epoch)
 
 
 class DataLoader:
@@ -128,6 +124,7 @@ class DataLoader:
             consumed_samples=self.consumed_samples,
             epoch=self._epoch(self.consumed_samples),
             epoch_start=epoch_start,
+            crossed_epoch=self.dataset.starts_new_epoch(start, start + g),
         )
 
     def state_dict(self) -> dict:
