@@ -132,7 +132,13 @@ def test_tensor_parallel_ranks_see_identical_batches(cfg, tmp_path):
     import torch.multiprocessing as mp
 
     world, tp = 4, 2
-    mp.spawn(_rank_main, args=(world, tp, cfg.__dict__, str(tmp_path / "init"), str(tmp_path)), nprocs=world)
+    # fork: the ranks inherit the imported modules instead of re-importing torch four times
+    mp.start_processes(
+        _rank_main,
+        args=(world, tp, cfg.__dict__, str(tmp_path / "init"), str(tmp_path)),
+        nprocs=world,
+        start_method="fork",
+    )
     seen = [np.load(tmp_path / f"rank{r}.npy") for r in range(world)]  # each (steps, tp, B, SEQ + 1)
     for r in range(world):
         np.testing.assert_array_equal(seen[r][:, 0], seen[r][:, 1])  # what the TP group gathered
