@@ -105,8 +105,9 @@ class FilterConfig:
     """Most characters (Polyglot's Korean pipeline)."""
     min_hangul_ratio: float = 0.25
     """Least share of Hangul among letters (Latin, Hangul, CJK); docs with fewer than 20 letters are exempt."""
-    max_symbol_ratio: float = 0.1
-    """Most ``#`` and ellipsis marks per whitespace word."""
+    max_symbol_ratio: float = 0.5
+    """Most ``#`` and ellipsis marks per word (10+ words). Polyglot's 0.1 dropped 4,419 NSMC reviews
+    (1%), nearly all ordinary reviews written with "..."; 0.5 keeps them and still drops hashtag/ellipsis spam."""
     max_bullet_lines: float = 0.9
     """Most share of lines that start with a bullet."""
     max_ellipsis_lines: float = 0.3

@@ -1,0 +1,213 @@
+"""PII masking: recall on every format and untouched hard negatives, inside real review text."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from data.clean.pii import luhn_ok, mask_pii, rrn_checksum_ok
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+NSMC = SHARED / "corpus" / "raw" / "nsmc_reviews.jsonl.gz"
+
+# (text with the identifier, expected placeholder)
+POSITIVES: list[tuple[str, str]] = [
+    # resident registration numbers: hyphen, spaces, no hyphen with context or valid check digit
+    ("주민번호 880515-1234567 입니다", "<|rrn|>"),
+    ("주민등록번호: 920229-2345678", "<|rrn|>"),
+    ("제 번호는850101-1111111이에요", "<|rrn|>"),
+    ("RRN 010203-3456789", "<|rrn|>"),
+    ("031231-4123456 으로 조회", "<|rrn|>"),
+    ("외국인 등록번호 900707-5123456", "<|rrn|>"),
+    ("851212 - 1234567", "<|rrn|>"),
+    ("주민번호는 8805151234567", "<|rrn|>"),
+    ("생년월일 포함 9001011234567 적어주세요", "<|rrn|>"),
+    ("7001016123456 확인", "<|rrn|>"),
+    ("990630–2987654 (대시)", "<|rrn|>"),
+    ("000101-3000000", "<|rrn|>"),
+    # mobile phones in every usual writing
+    ("연락처 010-1234-5678 로 주세요", "<|tel|>"),
+    ("번호는010-9876-5432입니다", "<|tel|>"),
+    ("01012345678로 문자", "<|tel|>"),
+    ("010 2345 6789 로 전화", "<|tel|>"),
+    ("010.3456.7890 입니다", "<|tel|>"),
+    ("011-318-7092 보내드릴께요", "<|tel|>"),
+    ("016-123-4567", "<|tel|>"),
+    ("019)234-5678", "<|tel|>"),
+    ("+82 10 1234 5678", "<|tel|>"),
+    ("+82-10-1234-5678 로", "<|tel|>"),
+    ("+821012345678", "<|tel|>"),
+    ("(010)1234-5678", "<|tel|>"),
+    ("010-123-4567번", "<|tel|>"),
+    # landlines, internet phones
+    ("02-123-4567 로 문의", "<|tel|>"),
+    ("02-1234-5678", "<|tel|>"),
+    ("031)123-4567", "<|tel|>"),
+    ("051-987-6543 부산", "<|tel|>"),
+    ("(02) 3456-7890", "<|tel|>"),
+    ("064.712.3456 제주", "<|tel|>"),
+    ("070-4321-8765", "<|tel|>"),
+    ("080-023-4567 수신자부담", "<|tel|>"),
+    ("+82 2 123 4567", "<|tel|>"),
+    ("0505-123-4567", "<|tel|>"),
+    ("043 234 5678", "<|tel|>"),
+    # cards: separated with Luhn, or with context
+    ("카드번호 4111-1111-1111-1111", "<|acc|>"),
+    ("5500 0000 0000 0004 로 결제", "<|acc|>"),
+    ("4012-8888-8888-1881", "<|acc|>"),
+    ("신용카드 1234-5678-9012-3456", "<|acc|>"),
+    ("카드 3782 822463 10005", "<|acc|>"),
+    ("체크카드 번호 4111111111111111", "<|acc|>"),
+    # bank accounts: only with context
+    ("국민은행 123456-01-234567 입금", "<|acc|>"),
+    ("계좌번호 110-123-456789", "<|acc|>"),
+    ("입금 계좌: 352-1234-5678-93 농협", "<|acc|>"),
+    ("우리은행 1002-345-678901", "<|acc|>"),
+    ("신한 110-234-567890 으로 송금", "<|acc|>"),
+    ("카카오뱅크 3333-01-2345678", "<|acc|>"),
+    ("무통장 입금 123-45-678901 예금주 홍길동", "<|acc|>"),
+    ("계좌 12345678901234 로 이체", "<|acc|>"),
+    ("IBK 123-456789-01-012", "<|acc|>"),
+    # e-mail
+    ("저의 이메일은 ppp784512@naver.com 입니다", "email@example.com"),
+    ("메일 hong.gildong@gmail.com 로", "email@example.com"),
+    ("문의:abc_def-12@daum.net", "email@example.com"),
+    ("user+tag@sub.example.co.kr 연락", "email@example.com"),
+    ("kim.c@korea.ac.kr로 보내세요", "email@example.com"),
+    ("ADMIN@HANMAIL.NET", "email@example.com"),
+]
+
+NEGATIVES: list[str] = [
+    "2024-01-15 개봉",
+    "2024.01.15에 봤어요",
+    "2024년 1월 15일",
+    "15:30:45에 시작",
+    "12:30~14:00",
+    "1,000,000원 벌었다",
+    "1000000원",
+    "관객 12345678명",
+    "1939-1940 핀란드와 소련의 겨울전쟁",
+    "1839-1842년경 중국",
+    "1998년작",
+    "버전 10.0.19041.1234",
+    "v2.3.14 업데이트",
+    "ISBN 978-89-6626-123-4",
+    "ISBN 89-7914-371-0",
+    "ISBN 9788966261234",
+    "주문번호 2024011512345678",
+    "주문번호: 20240115-1234567",
+    "상품번호 1234-5678-9012",
+    "모델번호 SM-G991N",
+    "송장번호 6123-4567-8901",
+    "우편번호 06236",
+    "IP 192.168.0.1",
+    "좌표 37.5665, 126.9780",
+    "제63조제2항제4호",
+    "의안번호 9890",
+    "평점 8.66으로",
+    "1588-1234 고객센터",
+    "총 12,345,678원 입금",
+    "2010. 11. 12. 발의",
+    "3.14159265358979",
+    "1234567890123 바코드",
+    "9912311234567 상품 코드",
+    "880230-1234567 (2월 30일은 없다)",
+    "881315-1234567",
+    "20240115-1234567",
+    "4111-1111-1111-1112 일련번호",
+    "1234-5678-9012-3456 라이선스 키",
+    "010203",
+    "02-12-2023",
+    "0.123.4567",
+    "1010101010101010",
+    "1,234-5,678",
+    "@username 님 멘션",
+    "a@b",
+    "이메일은 hong at naver dot com",
+    "입금일 2024-01-15",
+    "계좌 개설일 2023.12.01",
+    "은행 영업시간 09:00-16:00",
+    "2017-2018 시즌",
+    "100-200-300명",
+    "010 버튼",
+    "쪽지주세요 0101",
+]
+
+
+def _carriers(n: int) -> list[str]:
+    """Real review sentences without digits or '@' to embed the cases in."""
+    if not NSMC.exists():
+        pytest.skip(f"shared corpus not found at {NSMC}")
+    out = []
+    with gzip.open(NSMC, "rt", encoding="utf-8") as f:
+        for line in f:
+            text = json.loads(line)["text"]
+            if 20 <= len(text) <= 80 and not any(c.isdigit() for c in text) and "@" not in text:
+                out.append(text)
+            if len(out) >= n:
+                break
+    return out
+
+
+def _embed(case: str, carrier: str, i: int) -> str:
+    return f"{carrier} {case}" if i % 2 else f"{case} {carrier}"
+
+
+def test_pii_recall_and_hard_negatives() -> None:
+    assert len(POSITIVES) >= 50 and len(NEGATIVES) >= 50
+    carriers = _carriers(len(POSITIVES) + len(NEGATIVES))
+    random.Random(0).shuffle(carriers)
+    hits = 0
+    misses = []
+    for i, (case, token) in enumerate(POSITIVES):
+        text = _embed(case, carriers[i], i)
+        masked, counts = mask_pii(text)
+        if token in masked and sum(counts.values()) >= 1:
+            hits += 1
+        else:
+            misses.append((case, masked))
+    recall = hits / len(POSITIVES)
+    touched = []
+    for i, case in enumerate(NEGATIVES):
+        text = _embed(case, carriers[len(POSITIVES) + i], i)
+        masked, counts = mask_pii(text)
+        if masked != text:
+            touched.append((case, masked))
+    touched_rate = len(touched) / len(NEGATIVES)
+    print(f"PII recall {recall:.3f} ({hits}/{len(POSITIVES)}), negatives touched {touched_rate:.3f}")
+    assert recall >= 0.98, misses
+    assert touched_rate <= 0.02, touched
+
+
+def test_pii_counts_per_type() -> None:
+    text = "010-1234-5678, 02-123-4567, hong@naver.com, 880515-1234567, 카드 4111-1111-1111-1111, 계좌 110-123-456789"
+    masked, counts = mask_pii(text)
+    assert counts == {"rrn": 1, "card": 1, "phone": 2, "account": 1, "email": 1}
+    assert not any(c.isdigit() for c in masked)
+
+
+def test_real_pii_in_reviews_is_masked() -> None:
+    if not NSMC.exists():
+        pytest.skip(f"shared corpus not found at {NSMC}")
+    found = []
+    with gzip.open(NSMC, "rt", encoding="utf-8") as f:
+        for line in f:
+            text = json.loads(line)["text"]
+            if "011-318-7092" in text or "ppp784512@naver.com" in text:
+                found.append(text)
+    assert len(found) >= 2
+    for text in found:
+        masked, _ = mask_pii(text)
+        assert "011-318-7092" not in masked and "ppp784512" not in masked
+        assert "<|tel|>" in masked or "email@example.com" in masked
+
+
+def test_check_digits() -> None:
+    assert luhn_ok("4111111111111111") and not luhn_ok("4111111111111112")
+    digits = "880515123456"
+    check = (11 - sum(int(d) * w for d, w in zip(digits, (2, 3, 4, 5, 6, 7, 8, 9, 2, 3, 4, 5), strict=True)) % 11) % 10
+    assert rrn_checksum_ok(digits + str(check)) and not rrn_checksum_ok(digits + str((check + 1) % 10))
