@@ -11,3 +11,25 @@ class TokenizerConfig:
     """Directory of a Hugging Face tokenizer to use for packing and training ('' = none yet)."""
     vocab_size: int = 30003
     """Final vocabulary size: learned entries plus the three PII tokens."""
+    text_field: str = "text"
+    """Field (JSON) or column (parquet, saved dataset) that holds the document text."""
+    sample_bytes: int | None = None
+    """Train on a deterministic sample of about this many UTF-8 bytes drawn across all inputs (None = all)."""
+    heldout_bytes: int = 2_000_000
+    """Bytes of documents kept out of training to measure the quality report (at most 5% of the input)."""
+    num_proc: int | None = None
+    """MeCab processes (None = all cores)."""
+    boundary_policy: str = "hangul-edge"
+    """Morpheme boundaries no merge may cross while learning: none, hangul, hangul-edge or all (see tokenizer.morph)."""
+    prune_threshold: float = 0.5
+    """After learning, drop a token when more than this share of its Hangul occurrences straddle a morpheme (1.0 = never)."""
+    prune_rounds: int = 2
+    """Encode-measure-prune passes over the training sample."""
+    prune_bytes: int = 8_000_000
+    """Bytes of the training sample encoded to find tokens that straddle morphemes."""
+    extra_merges: float = 0.1
+    """Learn this share more entries than needed so pruning can still leave exactly vocab_size."""
+    compare_plain: bool = True
+    """Also train a plain byte-level BPE of the same size on the same sample, for the quality report."""
+    seed: int = 1234
+    """Seed of the held-out and sample selection."""

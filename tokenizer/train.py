@@ -1,0 +1,391 @@
+"""Train the morpheme-aware byte-level BPE tokenizer (30,003 entries).
+
+Pipeline (every arrow streams; only the pruning sample and held-out text sit in memory)::
+
+    inputs --count--> sizes --hash-select--> held-out docs ----------------MeCab--> heldout.jsonl
+                                         \\-> training sample --MeCab marks--> train.jsonl
+    train.jsonl --(policy: marked boundaries become split points)--> BPE trainer
+        --> encode a part of the sample, drop tokens that mostly straddle morphemes
+            (and the tokens built from them), cut to exactly 30,000 --> + 3 PII tokens
+    tokenizer.json: plain ByteLevel (GPT-2 regex) pre-tokenizer, so encoding needs no MeCab
+
+Id layout (matches the released Polyglot-Ko ids where those are known)::
+
+    0 <|bos|>   1 <|pad|>   2 <|endoftext|> (EOS, end of document)   3 <|sep|>
+    4..259 the 256 byte symbols   260..29999 merges
+    30000 <|acc|>   30001 <|tel|>   30002 <|rrn|>
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from tqdm import tqdm
+
+from tokenizer.config import TokenizerConfig
+from tokenizer.morph import POLICIES, apply_policy, mark_parallel, strip_markers
+from tokenizer.quality import TokenStats, measure
+from tokenizer.reader import iter_documents
+
+BOS, PAD, EOS, SEP = "<|bos|>", "<|pad|>", "<|endoftext|>", "<|sep|>"
+SPECIAL_TOKENS = [BOS, PAD, EOS, SEP]
+"""Learned-vocabulary specials, ids 0..3 in this order."""
+PII_TOKENS = ["<|acc|>", "<|tel|>", "<|rrn|>"]
+"""Placeholders the cleaner writes for bank accounts, phone numbers and resident numbers; ids 30000..30002."""
+_SPLIT = "\x01"  # split point while learning merges; cleaned text never holds U+0001
+REPORT_NAME = "tokenizer_report.json"
+
+
+def _unit_hash(seed: int, index: int) -> float:
+    """A stable number in [0, 1) per document position: the same sample on every machine."""
+    digest = hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2**64
+
+
+def _count(inputs: list[str], text_field: str) -> tuple[int, int]:
+    docs = size = 0
+    with tqdm(desc="counting input", unit="B", unit_scale=True, mininterval=1.0) as bar:
+        for text in iter_documents(inputs, text_field):
+            n = len(text.encode("utf-8"))
+            docs += 1
+            size += n
+            bar.update(n)
+    return docs, size
+
+
+def _split_and_mark(
+    inputs: list[str], cfg: TokenizerConfig, work: Path, total_bytes: int, num_proc: int
+) -> dict[str, int]:
+    """Select held-out and training documents by hash, run MeCab on both, write them as
+    JSON lines of marked text. Returns counts for the report."""
+    heldout_frac = min(0.05, cfg.heldout_bytes / max(total_bytes, 1))
+    pool_bytes = total_bytes * (1 - heldout_frac)
+    keep_frac = 1.0 if cfg.sample_bytes is None else min(1.0, cfg.sample_bytes / max(pool_bytes, 1))
+    kinds: collections.deque[bool] = collections.deque()  # True = held out, in input order
+    counts = {"train_docs": 0, "train_bytes": 0, "heldout_docs": 0, "heldout_bytes": 0}
+
+    def selected() -> Iterator[str]:
+        for index, text in enumerate(iter_documents(inputs, cfg.text_field)):
+            u = _unit_hash(cfg.seed, index)
+            if u < heldout_frac:
+                kinds.append(True)
+                yield text
+            elif (u - heldout_frac) / (1 - heldout_frac) < keep_frac:
+                if cfg.sample_bytes is not None and counts["train_bytes"] >= cfg.sample_bytes:
+                    continue
+                counts["train_bytes"] += len(text.encode("utf-8"))
+                counts["train_docs"] += 1
+                kinds.append(False)
+                yield text
+
+    expected = min(total_bytes, (cfg.sample_bytes or total_bytes) + cfg.heldout_bytes)
+    with (
+        open(work / "train.jsonl", "w", encoding="utf-8") as train_fh,
+        open(work / "heldout.jsonl", "w", encoding="utf-8") as held_fh,
+        tqdm(desc=f"MeCab pre-split ({num_proc} proc)", total=expected, unit="B", unit_scale=True) as bar,
+    ):
+        for marked in mark_parallel(selected(), num_proc=num_proc):
+            held = kinds.popleft()
+            line = json.dumps(marked, ensure_ascii=False) + "\n"
+            if held:
+                held_fh.write(line)
+                counts["heldout_docs"] += 1
+                counts["heldout_bytes"] += len(strip_markers(marked).encode("utf-8"))
+            else:
+                train_fh.write(line)
+            bar.update(len(marked.encode("utf-8")))
+    return counts
+
+
+def _read_marked(path: Path, max_bytes: int | None = None) -> Iterator[str]:
+    seen = 0
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            marked = json.loads(line)
+            yield marked
+            seen += len(marked)
+            if max_bytes is not None and seen >= max_bytes:
+                return
+
+
+def _learn(texts: Iterable[str], learned_size: int, split_points: bool) -> Tokenizer:
+    """Byte-level BPE over ``texts``; with ``split_points`` no merge crosses U+0001."""
+    tok = Tokenizer(models.BPE())
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    if split_points:
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Split(Regex(_SPLIT), behavior="removed"), byte_level]
+        )
+    else:
+        tok.pre_tokenizer = byte_level
+    trainer = trainers.BpeTrainer(
+        vocab_size=learned_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=True,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return tok
+
+
+def _model_parts(tok: Tokenizer) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    model = json.loads(tok.to_str())["model"]
+    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    return model["vocab"], merges
+
+
+def _rebuild(
+    base: dict[str, int], merges: list[tuple[str, str]], drop: set[str], size: int | None
+) -> Tokenizer:
+    """BPE model from ``base`` (specials and bytes) plus the merges that survive ``drop``.
+
+    A merge survives when both parts survive and its result is not dropped; everything built
+    on a dropped token is therefore unreachable and goes too. ``size`` cuts the vocabulary
+    to exactly that many entries, keeping the earliest (most frequent) merges.
+    """
+    vocab = dict(base)
+    kept: list[tuple[str, str]] = []
+    for left, right in merges:
+        token = left + right
+        if left not in vocab or right not in vocab or token in drop:
+            continue
+        if token not in vocab:
+            if size is not None and len(vocab) >= size:
+                continue
+            vocab[token] = len(vocab)
+        kept.append((left, right))
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=kept))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    return tok
+
+
+def _reachable_size(base: dict[str, int], merges: list[tuple[str, str]], drop: set[str]) -> int:
+    vocab = set(base)
+    for left, right in merges:
+        if left in vocab and right in vocab and left + right not in drop:
+            vocab.add(left + right)
+    return len(vocab)
+
+
+def _prune(
+    tok: Tokenizer, prune_docs: list[str], cfg: TokenizerConfig, learned_size: int
+) -> tuple[Tokenizer, list[dict[str, float | int]]]:
+    """Drop tokens whose Hangul occurrences mostly straddle a morpheme boundary at encode time.
+
+    Merges were learned inside morphemes only, but at encode time a token learned from one
+    morpheme (``지가`` as in 地價) can still form across a boundary elsewhere (``아버지|가``),
+    because plain BPE applies every merge it knows. Measuring on real text which tokens do
+    that, and removing them, is what brings the cross-morpheme rate down.
+    """
+    vocab, merges = _model_parts(tok)
+    n_base = len(SPECIAL_TOKENS) + 256
+    base = {t: i for t, i in vocab.items() if i < n_base}
+    drop: set[str] = set()
+    history: list[dict[str, float | int]] = []
+    current = _rebuild(base, merges, drop, None)
+    for round_index in range(cfg.prune_rounds):
+        stats = measure(current, prune_docs)
+        cur_inverse = {i: t for t, i in current.get_vocab().items()}
+        share = stats.cross_count / stats.hangul_count.clip(min=1)
+        bad = [
+            (float(share[i]), cur_inverse[i])
+            for i in range(len(share))
+            if share[i] > cfg.prune_threshold and stats.cross_count[i] >= 2 and i >= n_base
+        ]
+        bad.sort(reverse=True)  # worst first, so that a shortage of spare entries keeps the mildest
+        candidates = [t for _, t in bad]
+        # largest prefix of candidates that still leaves enough entries (binary search)
+        lo, hi = 0, len(candidates)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if _reachable_size(base, merges, drop | set(candidates[:mid])) >= learned_size:
+                lo = mid
+            else:
+                hi = mid - 1
+        drop |= set(candidates[:lo])
+        history.append(
+            {
+                "round": round_index,
+                "bytes_per_token": round(stats.bytes_per_token, 4),
+                "cross_morpheme_rate": round(stats.cross_morpheme_rate, 4),
+                "candidates": len(candidates),
+                "dropped_total": len(drop),
+            }
+        )
+        current = _rebuild(base, merges, drop, None)
+    return _rebuild(base, merges, drop, learned_size), history
+
+
+def _finish(tok: Tokenizer) -> Tokenizer:
+    """Encode-time form: plain ByteLevel, specials and PII placeholders as added tokens."""
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in PII_TOKENS])
+    return tok
+
+
+def save_hf(tok: Tokenizer, out_dir: str | os.PathLike, model_max_length: int = 2048) -> None:
+    """Write tokenizer.json, tokenizer_config.json and special_tokens_map.json."""
+    from transformers import PreTrainedTokenizerFast
+
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        sep_token=SEP,
+        model_max_length=model_max_length,
+        clean_up_tokenization_spaces=False,  # lossless decode: never touch spaces around punctuation
+    )
+    hf.save_pretrained(str(out_dir))
+    special_map = Path(out_dir) / "special_tokens_map.json"
+    if not special_map.exists():  # transformers 5 folds this into tokenizer_config.json
+        special_map.write_text(
+            json.dumps({"bos_token": BOS, "eos_token": EOS, "pad_token": PAD, "sep_token": SEP}, indent=2)
+            + "\n"
+        )
+
+
+def train_tokenizer(
+    inputs: Iterable[str | os.PathLike] | str | os.PathLike,
+    out_dir: str | os.PathLike,
+    vocab_size: int = 30003,
+    sample_bytes: int | None = None,
+    num_proc: int | None = None,
+    config: TokenizerConfig | None = None,
+) -> dict:
+    """Train the tokenizer on ``inputs`` and save it as a Hugging Face directory.
+
+    Returns the quality report (also written to ``out_dir/tokenizer_report.json``).
+    Explicit arguments override the same fields of ``config``.
+    """
+    cfg = replace(config or TokenizerConfig(), vocab_size=vocab_size, sample_bytes=sample_bytes)
+    if num_proc is not None:
+        cfg.num_proc = num_proc
+    if cfg.boundary_policy not in POLICIES:
+        raise ValueError(f"boundary_policy {cfg.boundary_policy!r}: choose from {', '.join(POLICIES)}")
+    learned_size = cfg.vocab_size - len(PII_TOKENS)
+    if learned_size <= len(SPECIAL_TOKENS) + 256:
+        raise ValueError(f"vocab_size {cfg.vocab_size} leaves no room for merges")
+    procs = cfg.num_proc or os.cpu_count() or 1
+    inputs = [str(p) for p in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    total_docs, total_bytes = _count(inputs, cfg.text_field)
+    if total_docs == 0:
+        raise ValueError(f"no documents with a non-empty {cfg.text_field!r} field in {inputs}")
+    timings["count_s"] = time.perf_counter() - t0
+    work = Path(tempfile.mkdtemp(prefix=".koneox-tok-", dir=out))
+    try:
+        t = time.perf_counter()
+        counts = _split_and_mark(inputs, cfg, work, total_bytes, procs)
+        timings["mecab_s"] = time.perf_counter() - t
+        if counts["train_docs"] == 0:
+            raise ValueError("the sample selected no training documents; raise --sample-bytes")
+
+        prune = cfg.prune_rounds > 0 and cfg.prune_threshold < 1.0
+        t = time.perf_counter()
+        policy = cfg.boundary_policy
+        oversize = int(learned_size * (1 + cfg.extra_merges)) if prune else learned_size
+        tok = _learn(
+            (apply_policy(m, policy, _SPLIT) for m in _read_marked(work / "train.jsonl")),
+            oversize,
+            split_points=policy != "none",
+        )
+        timings["learn_s"] = time.perf_counter() - t
+        learned = tok.get_vocab_size()
+        t = time.perf_counter()
+        history: list[dict[str, float | int]] = []
+        if prune:
+            prune_docs = list(_read_marked(work / "train.jsonl", cfg.prune_bytes))
+            tok, history = _prune(tok, prune_docs, cfg, learned_size)
+        else:
+            vocab, merges = _model_parts(tok)
+            tok = _rebuild(vocab, merges, set(), learned_size)
+        timings["prune_s"] = time.perf_counter() - t
+        if tok.get_vocab_size() != learned_size:
+            raise RuntimeError(
+                f"the sample yields only {tok.get_vocab_size()} learnable entries (need {learned_size}): "
+                f"every pre-token is already one token. Train on more text (--sample-bytes) or lower --vocab-size."
+            )
+        tok = _finish(tok)
+        save_hf(tok, out)
+        timings["train_total_s"] = time.perf_counter() - t0
+
+        heldout = list(_read_marked(work / "heldout.jsonl"))
+        report: dict = {
+            "vocab_size": tok.get_vocab_size(with_added_tokens=True),
+            "special_ids": {t: tok.token_to_id(t) for t in SPECIAL_TOKENS + PII_TOKENS},
+            "input": {"documents": total_docs, "bytes": total_bytes, **counts},
+            "config": asdict(cfg),
+            "learned_before_pruning": learned,
+            "pruning": history,
+        }
+        ours = measure(tok, heldout) if heldout else None
+        report["ours"] = ours.summary() if ours else None
+        if cfg.compare_plain:
+            t = time.perf_counter()
+            plain = _learn(
+                (strip_markers(m) for m in _read_marked(work / "train.jsonl")), learned_size, False
+            )
+            timings["plain_learn_s"] = time.perf_counter() - t
+            plain = _finish(plain)
+            plain_stats = measure(plain, heldout) if heldout else None
+            report["plain_bpe"] = plain_stats.summary() if plain_stats else None
+            if ours and plain_stats:
+                report["ratios"] = _ratios(ours, plain_stats)
+        report["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    (out / REPORT_NAME).write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n")
+    print(format_report(report))
+    return report
+
+
+def _ratios(ours: TokenStats, plain: TokenStats) -> dict[str, float]:
+    return {
+        "cross_rate_ours_over_plain": round(
+            ours.cross_morpheme_rate / max(plain.cross_morpheme_rate, 1e-12), 4
+        ),
+        "bytes_per_token_ours_over_plain": round(ours.bytes_per_token / max(plain.bytes_per_token, 1e-12), 4),
+    }
+
+
+def format_report(report: dict) -> str:
+    """Human-readable summary of a quality report."""
+    lines = [f"vocabulary: {report['vocab_size']} entries; special ids: {report['special_ids']}"]
+    inp = report["input"]
+    lines.append(
+        f"trained on {inp['train_docs']} docs / {inp['train_bytes'] / 1e6:.1f} MB; "
+        f"held out {inp['heldout_docs']} docs / {inp['heldout_bytes'] / 1e6:.2f} MB"
+    )
+    for name in ("ours", "plain_bpe"):
+        stats = report.get(name)
+        if stats:
+            lines.append(
+                f"{name:>9}: {stats['bytes_per_token']:.3f} bytes/token, "
+                f"cross-morpheme rate {stats['cross_morpheme_rate']:.4f} ({stats['hangul_tokens']} Hangul tokens)"
+            )
+    if "ratios" in report:
+        r = report["ratios"]
+        lines.append(
+            f"ours/plain: cross-morpheme rate x{r['cross_rate_ours_over_plain']:.3f} (target <= 0.2), "
+            f"bytes/token x{r['bytes_per_token_ours_over_plain']:.3f} (target >= 0.8)"
+        )
+    lines.append(f"timings (s): {report['timings_s']}")
+    return "\n".join(lines)
