@@ -215,6 +215,7 @@ class BlendedDataset:
                     f"{d.name}: fewer than seq_len + 1 = {d.seq_len + 1} tokens, cannot make a sample"
                 )
         self.seq_len = self.datasets[0].seq_len
+        self._counts_cache: OrderedDict[int, np.ndarray] = OrderedDict()
 
     @property
     def samples_per_epoch(self) -> list[int]:
@@ -238,6 +239,14 @@ class BlendedDataset:
 
     def counts_before(self, n: int) -> np.ndarray:
         """Samples each component has supplied among global samples [0, n)."""
+        hit = self._counts_cache.get(n)
+        if hit is None:
+            hit = self._counts_cache[n] = self._counts_before(n)
+            while len(self._counts_cache) > 16:  # the loader asks for the same few positions
+                self._counts_cache.popitem(last=False)
+        return hit.copy()
+
+    def _counts_before(self, n: int) -> np.ndarray:
         if n <= 0:
             return np.zeros(len(self.weights), dtype=np.int64)
         if len(self.weights) == 1:
