@@ -74,6 +74,13 @@ def split_documents(num_documents: int, split: Sequence[float], split_seed: int)
     return [np.sort(perm[a:b]) for a, b in zip(lo, bounds, strict=True)]
 
 
+def _distinct(a: np.ndarray) -> np.ndarray | list[int]:
+    """np.unique with a fast path for the common single-value case (one epoch, one component)."""
+    if len(a) and a.min() == a.max():
+        return [int(a[0])]
+    return np.unique(a)
+
+
 def _rng(*key: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(list(key))))
 
@@ -149,7 +156,7 @@ class GPTDataset:
             raise IndexError(f"{self.name}: fewer than seq_len + 1 = {self.seq_len + 1} tokens in this split")
         epochs = ks // self.samples_per_epoch
         pos = np.empty_like(ks)
-        for e in np.unique(epochs):
+        for e in _distinct(epochs):
             rows = np.nonzero(epochs == e)[0]
             pos[rows] = self._epoch(int(e))[2][ks[rows] - e * self.samples_per_epoch]
         return epochs, pos
@@ -161,7 +168,7 @@ class GPTDataset:
         if len(ks) == 0:
             return out
         epochs, pos = self.locate(ks)
-        for e in np.unique(epochs):
+        for e in _distinct(epochs):
             rows = np.nonzero(epochs == e)[0]
             bounds, file_start, _ = self._epoch(int(e))
             out[rows] = self._gather(bounds, file_start, pos[rows])
@@ -270,7 +277,7 @@ class BlendedDataset:
         comp, k = self.assign(start, start + size)
         tokens = np.empty((size, self.seq_len + 1), dtype=np.int64)
         epochs = np.empty(size, dtype=np.float64)
-        for d in np.unique(comp):
+        for d in _distinct(comp):
             rows = np.nonzero(comp == d)[0]
             tokens[rows] = self.datasets[d].get_many(k[rows])
             epochs[rows] = self.datasets[d].epoch_of(k[rows])
