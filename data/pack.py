@@ -12,7 +12,8 @@ Pipeline (streaming, bounded memory)::
 
 Inputs: ``.jsonl.gz`` / ``.jsonl`` (one JSON object per line, text in ``text_field``) as written
 by ``koneox clean``, ``.parquet`` (column ``text_field``), ``.txt`` (the whole file is one
-document), or directories of these (searched recursively, sorted by path). The reader here is
+document), or directories of these (searched recursively, sorted by path; the cleaner's
+``rejects-*`` shards are skipped). The reader here is
 self-contained; it does not depend on the cleaner's code, only on its output format.
 
 Usage::
@@ -39,7 +40,9 @@ import numpy as np
 
 from data.indexed import IndexedDatasetWriter, best_dtype, bin_path, idx_path
 
-SUFFIXES = (".jsonl.gz", ".jsonl", ".json.gz", ".parquet", ".txt")
+SUFFIXES = (".jsonl.gz", ".jsonl", ".parquet", ".txt")
+# `koneox clean --keep-rejects` writes dropped documents next to the kept shards: never pack them.
+REJECTS = "rejects-"
 EOS_FALLBACK = "<|endoftext|>"
 _CHUNK_BYTES = 1 << 20  # raw text per worker task: big enough to amortise IPC, small enough to stream
 
@@ -54,7 +57,11 @@ def find_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.name.endswith(SUFFIXES))
+            found = sorted(
+                f
+                for f in p.rglob("*")
+                if f.is_file() and f.name.endswith(SUFFIXES) and not f.name.startswith(REJECTS)
+            )
             if not found:
                 raise PackError(f"{p}: directory holds no input files ({', '.join(SUFFIXES)})")
             files.extend(found)

@@ -108,6 +108,8 @@ def test_independent_reader_agrees_with_indexed_dataset(packed):
 
 def test_output_does_not_depend_on_num_proc_and_inputs_can_be_a_directory(packed, tok_dir, tmp_path):
     prefix, _, _ = packed
+    # a cleaner output directory may also hold its rejected documents: they must not be packed
+    write_jsonl_gz(["버려진 문서"], prefix.parent / "in" / "rejects-00000.jsonl.gz")
     pack([prefix.parent / "in"], tok_dir, tmp_path / "one", num_proc=1, progress=False)
     for ext in (".bin", ".idx"):
         assert Path(f"{tmp_path / 'one'}{ext}").read_bytes() == Path(f"{prefix}{ext}").read_bytes()
