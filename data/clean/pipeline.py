@@ -24,9 +24,8 @@ from __future__ import annotations
 import gzip
 import json
 import multiprocessing
-import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
 from functools import partial
@@ -121,33 +120,23 @@ def _both_phases(batch: list[list], cfg: CleanConfig) -> tuple[list[list], Count
     return batch, t1 + t2
 
 
-class _Bounded:
-    """Limits how many batches a Pool.imap feeder thread reads ahead (imap itself never
-    blocks its input iterator, so without this the whole corpus would sit in memory)."""
+def _ordered(pool: Any, fn: Callable, batches: Iterable[list[list]], ahead: int) -> Iterator[tuple[list[list], Counter]]:
+    """Results of ``fn`` over ``batches`` in input order, at most ``ahead`` batches in flight.
 
-    def __init__(self, items: Iterable, limit: int) -> None:
-        self._items = items
-        self._sem = threading.BoundedSemaphore(limit)
-
-    def __iter__(self) -> Iterator:
-        for item in self._items:
-            self._sem.acquire()
-            yield item
-
-    def done(self) -> None:
-        self._sem.release()
-
-
-def _mapper(
-    pool: Any, fn: Callable, batches: Iterable[list[list]], ahead: int
-) -> Iterator[tuple[list[list], Counter]]:
+    Submitting from the caller's thread (rather than ``Pool.imap``, whose single task-feeder
+    thread would have to interleave two chained maps) lets phase 1, join and phase 2 be
+    chained lazily without deadlock, and bounds memory.
+    """
     if pool is None:
         yield from map(fn, batches)
         return
-    bounded = _Bounded(batches, ahead)
-    for result in pool.imap(fn, bounded):
-        bounded.done()
-        yield result
+    pending: deque = deque()
+    for batch in batches:
+        pending.append(pool.apply_async(fn, (batch,)))
+        if len(pending) >= ahead:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
 
 
 def _batched(docs: Iterable[list], size: int) -> Iterator[list[list]]:
@@ -287,8 +276,7 @@ def clean_files(
             group.clear()
             yield doc
 
-        # Runs in the phase-2 feeder thread: it must not touch the writers or shared counters,
-        # so filtered documents are passed on (the main thread rejects them, in order).
+        # Filtered documents are passed on unchanged; the writer loop rejects them in order.
         for batch, t in results:
             join_timings.update(t)
             t0 = time.perf_counter()
@@ -322,10 +310,10 @@ def clean_files(
     try:
         batches = _batched(read_all(), cfg.chunk_docs)
         if cfg.join.enabled:
-            pre = _mapper(pool, partial(_phase1, cfg=cfg), batches, ahead)
-            results = _mapper(pool, partial(_phase2, cfg=cfg), _batched(join(pre), cfg.chunk_docs), ahead)
+            pre = _ordered(pool, partial(_phase1, cfg=cfg), batches, ahead)
+            results = _ordered(pool, partial(_phase2, cfg=cfg), _batched(join(pre), cfg.chunk_docs), ahead)
         else:
-            results = _mapper(pool, partial(_both_phases, cfg=cfg), batches, ahead)
+            results = _ordered(pool, partial(_both_phases, cfg=cfg), batches, ahead)
         for batch, t in results:
             timings.update(t)
             t0 = time.perf_counter()
