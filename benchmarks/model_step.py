@@ -28,11 +28,6 @@ from model import GPTNeoX, ModelConfig  # noqa: E402
 PEAK_TFLOPS = {"A100": 312.0, "H100": 989.0, "H200": 989.0}
 
 
-def flops_per_token(cfg: ModelConfig, seq: int) -> float:
-    """Training FLOPs per token: 6 x parameters (matmuls, fwd + bwd) + attention scores (12 L T h)."""
-    return 6 * cfg.num_parameters() + 12 * cfg.num_layers * seq * cfg.hidden_size
-
-
 def step(model, ids: torch.Tensor, hf: bool) -> None:
     out = model(ids[:, :-1])
     logits = out.logits if hf else out
@@ -92,7 +87,7 @@ def main() -> None:
         if device == "cuda":
             gpu = torch.cuda.get_device_name()
             peak = next((v for k, v in PEAK_TFLOPS.items() if k in gpu), None)
-            tflops = rate[name] * flops_per_token(cfg, args.seq) / 1e12
+            tflops = rate[name] * cfg.flops_per_token(args.seq) / 1e12
             line += f", {tflops:.1f} TFLOP/s" + (f", MFU {tflops / peak:.3f}" if peak else "")
         print(line)
     print(f"ratio koneox / transformers: {rate['koneox'] / rate['transformers']:.3f} (target >= 1.0)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -26,10 +27,13 @@ def banner(title: str) -> None:
     print(f"\n=== {title} " + "=" * max(0, 70 - len(title)), flush=True)
 
 
-def command(argv: list[str]) -> None:
-    print("$ " + shlex.join(["koneox", *argv[len(KONEOX):]] if argv[: len(KONEOX)] == KONEOX else argv), flush=True)
+def command(argv: list[str], env: dict[str, str] | None = None) -> None:
+    shown = ["koneox", *argv[len(KONEOX):]] if argv[: len(KONEOX)] == KONEOX else argv
+    if shown[:3] == [sys.executable, "-m", "deepspeed.launcher.runner"]:
+        shown = ["deepspeed", *shown[3:]]
+    print("$ " + shlex.join(shown), flush=True)
     start = time.perf_counter()
-    subprocess.run(argv, cwd=ROOT, check=True)
+    subprocess.run(argv, cwd=ROOT, check=True, env={**os.environ, **(env or {})})
     print(f"({time.perf_counter() - start:.1f} s)", flush=True)
 
 
@@ -60,8 +64,10 @@ def model_step() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="runs/demo", help="output directory of the demo")
+    parser.add_argument("--train-steps", type=int, default=300, help="optimizer steps of the demo training run")
     args = parser.parse_args(argv)
-    Path(ROOT / args.out).mkdir(parents=True, exist_ok=True)
+    out = Path(args.out)
+    (ROOT / out).mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
 
     banner("1. model sizes (built on the meta device, no memory used)")
@@ -70,7 +76,29 @@ def main(argv: list[str] | None = None) -> int:
     banner("2. tiny model: forward/backward on real Korean text")
     model_step()
 
-    print(f"\ndemo finished in {time.perf_counter() - start:.0f} s", flush=True)
+    banner("3. clean the bundled sample")
+    command([*KONEOX, "clean", *sorted(str(p.relative_to(ROOT)) for p in SAMPLES.glob("*.jsonl.gz")),
+             "--out", str(out / "clean"), "--no-progress"])
+
+    banner("4. train the morpheme-aware tokenizer (30,003 tokens)")
+    command([*KONEOX, "train-tokenizer", str(out / "clean"), "--out", str(out / "tokenizer")])
+
+    banner("5. tokenize and pack into .bin/.idx")
+    command([*KONEOX, "pack", str(out / "clean"), "--tokenizer", str(out / "tokenizer"),
+             "--out", str(out / "packed" / "sample"), "--no-progress"])
+
+    banner("6. train the tiny model with DeepSpeed: 2 CPU ranks, tensor parallel 2")
+    env_note = "DS_ACCELERATOR=cpu OMP_NUM_THREADS=1"
+    print(f"(environment: {env_note})")
+    train_cmd = [
+        sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "launch/train.py",
+        "--config", "tiny.yaml", "parallel.tensor_parallel=2", f"data.train_paths=[{out / 'packed' / 'sample'}]",
+        f"tokenizer.path={out / 'tokenizer'}", f"train.run_dir={out / 'train'}", f"train.train_steps={args.train_steps}",
+        "logging.wandb.mode=offline",
+    ]
+    command(train_cmd, env={"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"})
+
+    print(f"\ndemo finished in {time.perf_counter() - start:.0f} s; outputs in {out}/", flush=True)
     return 0
 
 

@@ -25,3 +25,13 @@ if [ ! -f "$stamp" ] || ! cmp -s pyproject.toml "$stamp"; then
         || { echo "setup: the core libraries do not import after install" >&2; exit 1; }
     cp pyproject.toml "$stamp"
 fi
+# Without a GPU DeepSpeed runs on its CPU accelerator (gloo), whose first use JIT-compiles a
+# small shared-memory comm op (about 20 s). Build it once here, so that test and training
+# ranks never race to compile it. A lock left by a killed build would make every later
+# build wait forever: remove locks older than ten minutes first.
+if ! { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }; then
+    ext_dir=${TORCH_EXTENSIONS_DIR:-$HOME/.cache/torch_extensions}
+    find "$ext_dir" -path "*deepspeed_shm_comm/lock" -mmin +10 -delete 2>/dev/null || true
+    DS_ACCELERATOR=cpu .venv/bin/python -c "from deepspeed.comm.torch import build_shm_op; build_shm_op()" \
+        > /dev/null 2>&1 || { echo "setup: building DeepSpeed's CPU comm op failed (is a C++ compiler installed?)" >&2; exit 1; }
+fi

@@ -56,6 +56,8 @@ class ModelConfig:
     """Written to config.json for generation (Polyglot-Ko layout)."""
     eos_token_id: int = 2
     """End of document / EOS id (``<|endoftext|>`` in the Polyglot-Ko layout)."""
+    init_from: str = ""
+    """Hugging Face GPT-NeoX directory to start from (continued pretraining); '' = random init."""
 
     @property
     def head_dim(self) -> int:
@@ -112,6 +114,12 @@ class ModelConfig:
         """Closed-form count: L*(4h^2 + 2hi + 9h + i) + 2Vh + 2h (REFERENCE §1)."""
         h, i, L, V = self.hidden_size, self.intermediate_size, self.num_layers, self.padded_vocab_size
         return L * (4 * h * h + 2 * h * i + 9 * h + i) + 2 * V * h + 2 * h
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token (forward + backward): 6 per parameter for the matmuls,
+        plus the attention scores and weighted sum, 12 * layers * seq_len * hidden
+        (the PaLM / Megatron accounting, without activation recomputation)."""
+        return 6.0 * self.num_parameters() + 12.0 * self.num_layers * seq_len * self.hidden_size
 
     def to_dict(self) -> dict:
         return asdict(self)

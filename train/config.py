@@ -81,6 +81,8 @@ class TrainConfig:
     """Stop (with a checkpoint) after this many consecutive steps with a non-finite loss."""
     compile: bool = False
     """Wrap the model in torch.compile."""
+    exit_interval: int = 0
+    """Save and exit once the step count is a multiple of this, as if pre-empted (0 = off); rerun to resume."""
 
 
 @dataclass

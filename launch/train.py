@@ -1,0 +1,96 @@
+"""Pretraining entry point.
+
+    deepspeed [--num_gpus N | --hostfile H ...] launch/train.py --config 12.8b.yaml [key=value ...]
+    python launch/train.py --config tiny.yaml                     # one process, no launcher
+    python launch/train.py --config 12.8b.yaml --dry-run          # layout, DeepSpeed config, memory
+
+Configuration errors are reported before any rank does heavy work; ``--dry-run`` allocates
+nothing and needs no GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from train.config import Config, ConfigError, load_config  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="YAML file, or a name in configs/ (e.g. 12.8b.yaml)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print parameter count, parallel layout, DeepSpeed config and a per-GPU memory "
+                             "estimate, then exit without building the model")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-4")
+    return parser.parse_args(argv)
+
+
+def dry_run(cfg: Config) -> None:
+    from train.ds_config import deepspeed_config
+    from train.memory import estimate
+
+    tp = cfg.parallel.tensor_parallel
+    env_world = int(os.environ.get("WORLD_SIZE", "0"))
+    dp = cfg.parallel.data_parallel or max(1, env_world // tp)
+    world = dp * tp
+    cfg.check(world_size=world)
+    micro, accum, glob = cfg.batch_layout(dp)
+    mem = estimate(cfg, dp)
+    m = cfg.model
+    print(f"model        {m.name}: {m.num_parameters():,} parameters ({m.num_layers} layers, hidden {m.hidden_size}, "
+          f"{m.num_heads} heads, rotary dims {m.rotary_dims}, vocab {m.padded_vocab_size})")
+    print(f"layout       {world} GPUs = tensor_parallel {tp} x data_parallel {dp}; ZeRO-{cfg.parallel.zero_stage}; "
+          f"{cfg.train.precision}; activation checkpointing {'on' if m.activation_checkpointing else 'off'}")
+    print(f"batch        {micro} micro x {accum} accumulation x {dp} data-parallel = {glob} sequences "
+          f"x {cfg.data.seq_len} tokens = {glob * cfg.data.seq_len:,} tokens per step")
+    print(f"parameters per GPU  {mem['params_per_rank']:,.0f}")
+    print("memory per GPU (estimate, GiB): " + ", ".join(
+        f"{k.removesuffix('_gib')} {v:.1f}" for k, v in mem.items() if k.endswith("_gib")))
+    print("deepspeed config:")
+    print(json.dumps(deepspeed_config(cfg, dp), indent=2))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        if args.dry_run:
+            dry_run(cfg)
+            return 0
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    from train.trainer import Trainer
+
+    explicit = {o.partition("=")[0].strip() for o in args.overrides}
+    explicit |= _yaml_keys(args.config)
+    Trainer(cfg, explicit_keys=explicit).fit()
+    return 0
+
+
+def _yaml_keys(path: str) -> set[str]:
+    """Dotted keys the YAML file sets explicitly (so init_from can tell them from defaults)."""
+    import yaml
+
+    from train.config import resolve_config_path
+
+    def walk(d: dict, prefix: str) -> set[str]:
+        keys = set()
+        for k, v in d.items():
+            keys.add(prefix + str(k))
+            if isinstance(v, dict):
+                keys |= walk(v, f"{prefix}{k}.")
+        return keys
+
+    return walk(yaml.safe_load(resolve_config_path(path).read_text()) or {}, "")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

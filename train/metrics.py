@@ -1,0 +1,76 @@
+"""Metrics to stdout, ``metrics.jsonl`` in the run directory, and wandb (rank 0 only)."""
+
+from __future__ import annotations
+
+import json
+import netrc
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from train.config import Config
+
+
+def wandb_mode(requested: str) -> str:
+    """'auto' means online only when an API key is configured (env or ~/.netrc), else offline."""
+    if requested != "auto":
+        return requested
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    try:
+        if netrc.netrc().authenticators("api.wandb.ai"):
+            return "online"
+    except (FileNotFoundError, netrc.NetrcParseError):
+        pass
+    return "offline"
+
+
+class MetricsLogger:
+    """Writes one JSON object per event; only the process with ``enabled`` writes anything."""
+
+    def __init__(self, cfg: Config, run_dir: Path, enabled: bool):
+        self.enabled = enabled
+        self.wandb = None
+        if not enabled:
+            return
+        self.path = run_dir / "metrics.jsonl"
+        self.file = self.path.open("a", encoding="utf-8")
+        mode = wandb_mode(cfg.logging.wandb.mode)
+        if mode != "disabled":
+            import wandb
+
+            self.wandb = wandb.init(
+                project=cfg.logging.wandb.project, entity=cfg.logging.wandb.entity or None, name=cfg.name,
+                dir=str(run_dir), mode=mode, config=cfg.to_dict(), resume="allow",
+                id=_run_id(run_dir),
+            )
+        self.mode = mode
+
+    def log(self, record: dict[str, Any], echo: str | None = None) -> None:
+        if not self.enabled:
+            return
+        record = {"time": round(time.time(), 3), **record}
+        self.file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.file.flush()
+        if self.wandb is not None:
+            self.wandb.log({k: v for k, v in record.items() if isinstance(v, int | float)}, step=record.get("step"))
+        if echo:
+            print(echo, flush=True)
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        self.file.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def _run_id(run_dir: Path) -> str:
+    """A stable wandb run id per run directory, so a resumed run continues the same wandb run."""
+    id_file = run_dir / "wandb_run_id"
+    if not id_file.exists():
+        import uuid
+
+        id_file.write_text(uuid.uuid4().hex[:12])
+    return id_file.read_text().strip()

@@ -1,0 +1,371 @@
+"""The training loop: DeepSpeed engine (ZeRO, AutoTP, bf16/fp16), data, logging, checkpoints.
+
+    trainer = Trainer(load_config("tiny.yaml"))
+    trainer.fit()            # resumes from RUN/checkpoints/latest when present
+
+One optimizer step = ``grad_accum`` micro-batches on every data-parallel rank; every rank of a
+tensor-parallel group reads the same micro-batch. The logged loss is the mean over the whole
+global batch (all micro-batches, all data-parallel ranks), so it is comparable across layouts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from model import GPTNeoX, ModelConfig
+from train import checkpoint as ckpt
+from train.config import Config, ConfigError
+from train.ds_config import deepspeed_config
+from train.metrics import MetricsLogger
+from train.parallel import check_sharded
+from train.schedule import lr_at
+
+# Dense bf16 peak TFLOP/s of known accelerators, for MFU.
+PEAK_TFLOPS = {"A100": 312.0, "H100": 989.0, "H200": 989.0, "H800": 989.0, "A800": 312.0}
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    """Optimizer steps done."""
+    consumed_samples: int = 0
+    """Training sequences consumed over all ranks."""
+    consumed_tokens: int = 0
+    """Training tokens consumed over all ranks (samples x seq_len)."""
+    epoch: float = 0.0
+    """Fractional epoch of the training data after the last step."""
+    skipped_steps: int = 0
+    """Steps skipped because the loss was not finite."""
+    nonfinite_streak: int = 0
+    """Consecutive skipped steps so far."""
+
+
+def init_distributed() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank), initialising torch.distributed through DeepSpeed.
+
+    A plain ``python launch/train.py`` has no launcher environment and DeepSpeed would go
+    looking for MPI (REFERENCE §5), so a single-process environment is set up first."""
+    import deepspeed
+
+    if "RANK" not in os.environ:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    deepspeed.init_distributed(dist_backend=backend)
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+    return dist.get_rank(), dist.get_world_size(), local_rank
+
+
+def no_decay(name: str) -> bool:
+    """Biases and LayerNorm parameters are not weight-decayed."""
+    return name.endswith(".bias") or "layernorm" in name or "layer_norm" in name
+
+
+def build_model(cfg: Config) -> GPTNeoX:
+    """Random init from the config, or the weights of ``model.init_from`` (continued pretraining)."""
+    if not cfg.model.init_from:
+        return GPTNeoX(cfg.model)
+    model = GPTNeoX.from_pretrained(cfg.model.init_from)
+    if cfg.train.precision == "fp32":
+        model = model.float()
+    return model
+
+
+def check_init_from(cfg: Config, explicit: set[str]) -> None:
+    """Take the model shape from ``model.init_from`` and refuse a config that says otherwise."""
+    if not cfg.model.init_from:
+        return
+    from model.hf_io import load_config as load_hf_config
+
+    found = load_hf_config(cfg.model.init_from)
+    shape = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "rotary_pct", "rotary_base",
+             "use_parallel_residual")
+    for key in shape:
+        ours, theirs = getattr(cfg.model, key), getattr(found, key)
+        if f"model.{key}" in explicit and ours != theirs:
+            raise ConfigError(
+                f"model.{key}: the config sets {ours}, but model.init_from {cfg.model.init_from} has {theirs}; "
+                "remove the key to take the shape from the checkpoint"
+            )
+    if "model.vocab_size" in explicit and cfg.model.padded_vocab_size != found.padded_vocab_size:
+        raise ConfigError(
+            f"model.vocab_size: pads to {cfg.model.padded_vocab_size}, but model.init_from has "
+            f"{found.padded_vocab_size} embedding rows"
+        )
+    keep = {k: getattr(cfg.model, k) for k in ("init_from", "activation_checkpointing", "init_seed")}
+    cfg.model = ModelConfig(**{**asdict(found), **keep, "name": Path(cfg.model.init_from).name})
+
+
+class Trainer:
+    def __init__(self, cfg: Config, explicit_keys: set[str] | None = None):
+        self.cfg = cfg
+        self.explicit_keys = explicit_keys or set()
+        self.state = TrainState()
+        self.stop_signal = 0
+
+    # -- setup -----------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        import deepspeed
+        from deepspeed.utils import groups
+
+        cfg = self.cfg
+        check_init_from(cfg, self.explicit_keys)
+        self.rank, self.world_size, self.local_rank = init_distributed()
+        cfg.check(world_size=self.world_size)
+        tp = cfg.parallel.tensor_parallel
+        self.dp_size = self.world_size // tp
+        self.micro, self.accum, self.global_batch = cfg.batch_layout(self.dp_size)
+        self.run_dir = cfg.run_dir
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.is_main = self.rank == 0
+        if self.is_main:
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(cfg.to_yaml())
+        dist.barrier()
+
+        torch.manual_seed(cfg.train.seed)
+        model = build_model(cfg)
+        if cfg.train.compile:
+            model = torch.compile(model)
+        decay = [p for n, p in model.named_parameters() if not no_decay(n)]
+        plain = [p for n, p in model.named_parameters() if no_decay(n)]
+        t = cfg.train
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": t.weight_decay}, {"params": plain, "weight_decay": 0.0}],
+            lr=t.lr, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_eps,
+            fused=torch.cuda.is_available(),
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, t) / t.lr)
+        self.ds_config = deepspeed_config(cfg, self.dp_size)
+        if self.is_main:
+            (self.run_dir / "deepspeed_config.json").write_text(json.dumps(self.ds_config, indent=2) + "\n")
+        self.engine, _, _, _ = deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=self.ds_config
+        )
+        if tp > 1:
+            check_sharded(self.engine.module, tp, cfg.model.hidden_size, cfg.model.intermediate_size)
+        self.tp_rank = groups.get_tensor_model_parallel_rank() if tp > 1 else 0
+        self.dp_rank = groups._get_data_parallel_rank() if self.dp_size > 1 else 0
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision, torch.float32)
+        self.device = next(self.engine.module.parameters()).device
+
+        self._setup_data()
+        self.metrics = MetricsLogger(cfg, self.run_dir, enabled=self.is_main)
+        self._resume()
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, self._on_signal)
+
+    def _setup_data(self) -> None:
+        from data.dataset import build_datasets
+        from data.loader import DataLoader
+
+        cfg = self.cfg
+        sets = build_datasets(cfg.data, vocab_size=cfg.model.padded_vocab_size)
+        self.train_loader = DataLoader(sets["train"], micro_batch_size=self.micro,
+                                       dp_rank=self.dp_rank, dp_size=self.dp_size)
+        self.valid_set = sets.get("valid")
+
+    def _resume(self) -> None:
+        tag = ckpt.latest_tag(self.ckpt_dir)
+        if tag is None:
+            return
+        load_path, _ = self.engine.load_checkpoint(str(self.ckpt_dir), tag=tag)
+        if load_path is None:
+            raise RuntimeError(f"{self.ckpt_dir / tag}: DeepSpeed could not load this checkpoint")
+        meta = ckpt.read_meta(self.ckpt_dir / tag)
+        self.state = TrainState(**meta["state"])
+        self.train_loader.load_state_dict(meta["data"])
+        ckpt.load_rng(self.ckpt_dir, tag, self.rank)
+        if self.is_main:
+            print(f"resumed from {self.ckpt_dir / tag} at step {self.state.step}", flush=True)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self.stop_signal = signum
+
+    # -- steps -----------------------------------------------------------------------------
+
+    def _loss(self, tokens: torch.Tensor) -> torch.Tensor:
+        tokens = tokens.to(self.device)
+        logits = self.engine(tokens[:, :-1])  # (B, T, V)
+        return F.cross_entropy(logits.float().flatten(0, 1), tokens[:, 1:].flatten())
+
+    def _zero_loss(self) -> torch.Tensor:
+        return sum(p.sum() * 0.0 for p in self.engine.module.parameters() if p.requires_grad)
+
+    def _all_mean(self, value: torch.Tensor) -> torch.Tensor:
+        """Mean over data-parallel ranks (tensor-parallel ranks hold identical values)."""
+        value = value.detach().float().clone()
+        dist.all_reduce(value)
+        return value / self.world_size
+
+    def train_step(self) -> dict[str, float]:
+        """One optimizer step over ``accum`` micro-batches. A non-finite loss anywhere skips the
+        update on every rank: its gradients are zeroed and the learning rate is 0 for that step."""
+        losses = []
+        nonfinite = torch.zeros((), device=self.device)
+        epoch = self.state.epoch
+        for _ in range(self.accum):
+            batch = next(self.train_loader)
+            loss = self._loss(batch.tokens)
+            finite = torch.isfinite(loss)
+            nonfinite = torch.maximum(nonfinite, (~finite).float())
+            # A bad loss backwards an exact zero built from the weights instead: every rank runs
+            # the same collectives, and no NaN from the bad graph reaches the gradients.
+            self.engine.backward(loss if finite else self._zero_loss())
+            losses.append(loss.detach())
+            epoch = batch.epoch
+            last_step = self.engine.is_gradient_accumulation_boundary()
+            if last_step:
+                dist.all_reduce(nonfinite, op=dist.ReduceOp.MAX)
+                if nonfinite.item():
+                    for group in self.engine.optimizer.param_groups:
+                        group["lr"] = 0.0
+            self.engine.step()
+        skipped = bool(nonfinite.item())
+        s = self.state
+        s.step += 1
+        s.consumed_samples += self.global_batch
+        s.consumed_tokens += self.global_batch * self.cfg.data.seq_len
+        s.epoch = epoch
+        s.skipped_steps += skipped
+        s.nonfinite_streak = s.nonfinite_streak + 1 if skipped else 0
+        loss = self._all_mean(torch.stack(losses).mean()).item()
+        grad_norm = self.engine.get_global_grad_norm()
+        return {
+            "loss": loss,
+            "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
+            "lr": lr_at(s.step - 1, self.cfg.train),
+            "skipped": skipped,
+        }
+
+    @torch.no_grad()
+    def evaluate(self) -> float | None:
+        """Mean loss over the first ``eval_iters`` validation batches (the same batches every time)."""
+        if self.valid_set is None or self.cfg.train.eval_iters <= 0:
+            return None
+        from data.loader import DataLoader
+
+        loader = DataLoader(self.valid_set, micro_batch_size=self.micro, dp_rank=self.dp_rank, dp_size=self.dp_size)
+        self.engine.eval()
+        total = torch.zeros((), device=self.device)
+        for _ in range(self.cfg.train.eval_iters):
+            total += self._loss(next(loader).tokens)
+        self.engine.train()
+        return self._all_mean(total / self.cfg.train.eval_iters).item()
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    def save(self) -> Path:
+        tag = ckpt.tag_for(self.state.step)
+        meta = {
+            "state": asdict(self.state),
+            "data": self.train_loader.state_dict(),
+            "config": self.cfg.to_dict(),
+            "tokenizer": self.cfg.tokenizer.path,
+            "world_size": self.world_size,
+            "tensor_parallel": self.cfg.parallel.tensor_parallel,
+        }
+        self.engine.save_checkpoint(str(self.ckpt_dir), tag=tag, save_latest=False)
+        if self.is_main:
+            ckpt.write_meta(self.ckpt_dir, tag, meta)
+        dist.barrier()  # the DeepSpeed files of every rank and the metadata exist
+        ckpt.save_rng(self.ckpt_dir, tag, self.rank)
+        dist.barrier()  # ... and every rank's RNG file: only now is the checkpoint complete
+        if self.is_main:
+            ckpt.write_latest(self.ckpt_dir, tag)
+            ckpt.prune(self.ckpt_dir, self.cfg.train.keep_last, self.cfg.train.keep_every)
+        dist.barrier()
+        return self.ckpt_dir / tag
+
+    # -- loop ------------------------------------------------------------------------------
+
+    def _stop_requested(self) -> bool:
+        flag = torch.tensor(float(self.stop_signal), device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def fit(self) -> TrainState:
+        self.setup()
+        cfg, t = self.cfg, self.cfg.train
+        seq = cfg.data.seq_len
+        flops_per_token = cfg.model.flops_per_token(seq)
+        peak = None
+        if torch.cuda.is_available():
+            name = torch.cuda.get_device_name()
+            peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+        if self.is_main:
+            print(f"training {cfg.model.name} ({cfg.model.num_parameters():,} parameters) on {self.world_size} "
+                  f"rank(s): tensor_parallel {cfg.parallel.tensor_parallel} x data_parallel {self.dp_size}, "
+                  f"ZeRO-{cfg.parallel.zero_stage}, {t.precision}, batch {self.micro} x {self.accum} x "
+                  f"{self.dp_size} = {self.global_batch} x {seq} tokens; run dir {self.run_dir}", flush=True)
+        last_saved = self.state.step
+        tick, tokens_since = time.perf_counter(), 0
+        try:
+            while self.state.step < t.train_steps:
+                out = self.train_step()
+                s = self.state
+                tokens_since += self.global_batch * seq
+                if s.step % t.log_interval == 0 or s.step == t.train_steps:
+                    elapsed = time.perf_counter() - tick
+                    tps = tokens_since / elapsed
+                    tflops = tps * flops_per_token / self.world_size / 1e12
+                    record = {
+                        "step": s.step, "loss": out["loss"], "lr": out["lr"], "grad_norm": out["grad_norm"],
+                        "loss_scale": float(getattr(self.engine.optimizer, "cur_scale", 1.0) or 1.0),
+                        "tokens_per_s": tps, "tflops_per_device": tflops, "consumed_tokens": s.consumed_tokens,
+                        "epoch": s.epoch, "skipped_steps": s.skipped_steps,
+                    }
+                    if peak:
+                        record["mfu"] = tflops / peak
+                    self.metrics.log(record, echo=(
+                        f"step {s.step:>6}/{t.train_steps} | loss {out['loss']:.4f} | lr {out['lr']:.2e} | "
+                        f"grad {out['grad_norm']:.3f} | {tps:,.0f} tok/s | epoch {s.epoch:.3f}"
+                        + (f" | MFU {record['mfu']:.3f}" if peak else "")
+                    ))
+                    tick, tokens_since = time.perf_counter(), 0
+                if t.eval_interval and s.step % t.eval_interval == 0:
+                    val = self.evaluate()
+                    if val is not None:
+                        self.metrics.log({"step": s.step, "val_loss": val, "val_ppl": math.exp(min(val, 50)),
+                                          "epoch": s.epoch}, echo=f"step {s.step:>6} | validation loss {val:.4f}")
+                if s.nonfinite_streak >= t.max_nonfinite_steps:
+                    self.save()
+                    raise RuntimeError(
+                        f"{s.nonfinite_streak} consecutive steps had a non-finite loss (last at step {s.step}); "
+                        f"stopped with a checkpoint in {self.ckpt_dir}. Lower train.lr or check the data."
+                    )
+                if t.save_interval and s.step % t.save_interval == 0:
+                    self.save()
+                    last_saved = s.step
+                if t.exit_interval and s.step % t.exit_interval == 0 and s.step < t.train_steps:
+                    self.stop_signal = -1
+                if self._stop_requested():
+                    if last_saved != s.step:
+                        self.save()
+                    if self.is_main:
+                        why = "train.exit_interval" if self.stop_signal == -1 else f"signal {self.stop_signal}"
+                        print(f"stopped by {why} at step {s.step}; "
+                              "checkpoint saved, rerun the same command to resume", flush=True)
+                    return self.state
+            if last_saved != self.state.step:
+                self.save()
+        finally:
+            self.metrics.close()
+        return self.state
