@@ -21,7 +21,7 @@ class TokenizerConfig:
     """MeCab processes (None = all cores)."""
     boundary_policy: str = "hangul-edge"
     """Morpheme boundaries no merge may cross while learning: none, hangul, hangul-edge or all (see tokenizer.morph)."""
-    prune_threshold: float = 0.5
+    prune_threshold: float = 0.995
     """After learning, drop a token when more than this share of its Hangul occurrences straddle a morpheme (1.0 = never)."""
     prune_rounds: int = 2
     """Encode-measure-prune passes over the training sample."""

@@ -32,6 +32,8 @@ class TokenStats:
     """Per vocabulary id: occurrences covering Hangul."""
     cross_count: np.ndarray
     """Per vocabulary id: occurrences covering Hangul that straddle a morpheme boundary."""
+    token_count: np.ndarray
+    """Per vocabulary id: all occurrences."""
 
     @property
     def bytes_per_token(self) -> float:
@@ -57,6 +59,7 @@ def measure(tokenizer: Tokenizer, marked_docs: Sequence[str], batch_docs: int = 
     vocab = tokenizer.get_vocab_size(with_added_tokens=True)
     hangul_count = np.zeros(vocab, dtype=np.int64)
     cross_count = np.zeros(vocab, dtype=np.int64)
+    token_count = np.zeros(vocab, dtype=np.int64)
     total_bytes = total_tokens = 0
     for lo in range(0, len(marked_docs), batch_docs):
         texts, id_arrays = zip(*(morpheme_index(m) for m in marked_docs[lo : lo + batch_docs]), strict=True)
@@ -94,6 +97,7 @@ def measure(tokenizer: Tokenizer, marked_docs: Sequence[str], batch_docs: int = 
         crosses = covers_hangul & (first_after[s] < last_before[e])
         hangul_count += np.bincount(tid[covers_hangul], minlength=vocab)
         cross_count += np.bincount(tid[crosses], minlength=vocab)
+        token_count += np.bincount(token_ids, minlength=vocab)
         total_tokens += token_ids.size
         total_bytes += sum(len(t.encode("utf-8")) for t in texts)
     return TokenStats(
@@ -103,4 +107,5 @@ def measure(tokenizer: Tokenizer, marked_docs: Sequence[str], batch_docs: int = 
         cross_tokens=int(cross_count.sum()),
         hangul_count=hangul_count,
         cross_count=cross_count,
+        token_count=token_count,
     )

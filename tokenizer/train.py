@@ -29,6 +29,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from tqdm import tqdm
 
@@ -145,7 +146,11 @@ def _model_parts(tok: Tokenizer) -> tuple[dict[str, int], list[tuple[str, str]]]
 
 
 def _rebuild(
-    base: dict[str, int], merges: list[tuple[str, str]], drop: set[str], size: int | None
+    base: dict[str, int],
+    merges: list[tuple[str, str]],
+    drop: set[str],
+    size: int | None,
+    demote: frozenset[str] = frozenset(),
 ) -> Tokenizer:
     """BPE model from ``base`` (specials and bytes) plus the merges that survive ``drop``.
 
@@ -164,6 +169,9 @@ def _rebuild(
                 continue
             vocab[token] = len(vocab)
         kept.append((left, right))
+    # Demoted merges keep their token but apply last: BPE takes the lowest-rank pair first,
+    # so a demoted token only forms where no other merge competes for its pieces.
+    kept = [m for m in kept if m[0] + m[1] not in demote] + [m for m in kept if m[0] + m[1] in demote]
     tok = Tokenizer(models.BPE(vocab=vocab, merges=kept))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
@@ -178,15 +186,38 @@ def _reachable_size(base: dict[str, int], merges: list[tuple[str, str]], drop: s
     return len(vocab)
 
 
+def _subtree_sums(
+    merges: list[tuple[str, str]], vocab: dict[str, int], values: list[np.ndarray]
+) -> list[np.ndarray]:
+    """For each token, ``values`` summed over the token and every token built from it.
+
+    Merges come in creation order, so walking them backwards adds each result's total to
+    both of its parts after the result's own total is complete. (A token reachable from
+    another along two paths is counted twice; that is rare and only makes pruning a bit
+    more cautious.)
+    """
+    sums = [v.astype(np.float64).copy() for v in values]
+    for left, right in reversed(merges):
+        t, lo, ro = vocab[left + right], vocab[left], vocab[right]
+        for total in sums:
+            total[lo] += total[t]
+            total[ro] += total[t]
+    return sums
+
+
 def _prune(
     tok: Tokenizer, prune_docs: list[str], cfg: TokenizerConfig, learned_size: int
 ) -> tuple[Tokenizer, list[dict[str, float | int]]]:
-    """Drop tokens whose Hangul occurrences mostly straddle a morpheme boundary at encode time.
+    """Drop tokens that mostly straddle a morpheme boundary at encode time, and dead tokens.
 
     Merges were learned inside morphemes only, but at encode time a token learned from one
-    morpheme (``지가`` as in 地價) can still form across a boundary elsewhere (``아버지|가``),
-    because plain BPE applies every merge it knows. Measuring on real text which tokens do
-    that, and removing them, is what brings the cross-morpheme rate down.
+    morpheme (``하고`` the particle, as in 친구하고) still forms across a boundary elsewhere
+    (``공부하|고``), because plain BPE applies every merge it knows. We encode part of the
+    training sample, and for each token add up, over the token and everything built on it
+    (which becomes unreachable with it), how many of its uses straddle a morpheme. Tokens
+    above ``prune_threshold`` go, worst first. Tokens nothing is built on that never occur
+    when encoding the training text itself are dead weight and go too. The spare merges
+    learned beyond the target size then fill the freed entries.
     """
     vocab, merges = _model_parts(tok)
     n_base = len(SPECIAL_TOKENS) + 256
@@ -196,15 +227,23 @@ def _prune(
     current = _rebuild(base, merges, drop, None)
     for round_index in range(cfg.prune_rounds):
         stats = measure(current, prune_docs)
-        cur_inverse = {i: t for t, i in current.get_vocab().items()}
-        share = stats.cross_count / stats.hangul_count.clip(min=1)
-        bad = [
-            (float(share[i]), cur_inverse[i])
-            for i in range(len(share))
-            if share[i] > cfg.prune_threshold and stats.cross_count[i] >= 2 and i >= n_base
+        cur_vocab = current.get_vocab()
+        cur_merges = _model_parts(current)[1]
+        cross, uses = _subtree_sums(cur_merges, cur_vocab, [stats.cross_count, stats.token_count])
+        share = cross / np.maximum(uses, 1)
+        parents = {left for left, _ in cur_merges} | {right for _, right in cur_merges}
+        bad = sorted(
+            (
+                (float(share[i]), t)
+                for t, i in cur_vocab.items()
+                if i >= n_base and share[i] > cfg.prune_threshold and stats.cross_count[i] >= 2
+            ),
+            reverse=True,
+        )  # worst first, so that a shortage of spare entries keeps the mildest
+        dead = [
+            t for t, i in cur_vocab.items() if i >= n_base and stats.token_count[i] == 0 and t not in parents
         ]
-        bad.sort(reverse=True)  # worst first, so that a shortage of spare entries keeps the mildest
-        candidates = [t for _, t in bad]
+        candidates = [t for _, t in bad] + dead
         # largest prefix of candidates that still leaves enough entries (binary search)
         lo, hi = 0, len(candidates)
         while lo < hi:
@@ -219,12 +258,31 @@ def _prune(
                 "round": round_index,
                 "bytes_per_token": round(stats.bytes_per_token, 4),
                 "cross_morpheme_rate": round(stats.cross_morpheme_rate, 4),
-                "candidates": len(candidates),
+                "straddling": len(bad),
+                "dead": len(dead),
                 "dropped_total": len(drop),
             }
         )
         current = _rebuild(base, merges, drop, None)
     return _rebuild(base, merges, drop, learned_size), history
+
+
+def _fill(tok: Tokenizer, plain: Tokenizer, size: int) -> tuple[Tokenizer, int]:
+    """Append ``plain``'s merges (in its order) whose parts we have, up to ``size`` entries."""
+    vocab, merges = _model_parts(tok)
+    added = 0
+    for left, right in _model_parts(plain)[1]:
+        if len(vocab) >= size:
+            break
+        token = left + right
+        if left in vocab and right in vocab and token not in vocab:
+            vocab[token] = len(vocab)
+            merges.append((left, right))
+            added += 1
+    filled = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    filled.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    filled.decoder = decoders.ByteLevel()
+    return filled, added
 
 
 def _finish(tok: Tokenizer) -> Tokenizer:
@@ -298,7 +356,7 @@ def train_tokenizer(
         if counts["train_docs"] == 0:
             raise ValueError("the sample selected no training documents; raise --sample-bytes")
 
-        prune = cfg.prune_rounds > 0 and cfg.prune_threshold < 1.0
+        prune = cfg.prune_rounds > 0
         t = time.perf_counter()
         policy = cfg.boundary_policy
         oversize = int(learned_size * (1 + cfg.extra_merges)) if prune else learned_size
@@ -318,10 +376,22 @@ def train_tokenizer(
             vocab, merges = _model_parts(tok)
             tok = _rebuild(vocab, merges, set(), learned_size)
         timings["prune_s"] = time.perf_counter() - t
+        plain: Tokenizer | None = None
+        filled = 0
+        if tok.get_vocab_size() < learned_size:
+            # The sample is too small: every morpheme piece is already a single token. Fill
+            # the rest with the plain BPE's merges (same sample, word-level pre-tokens), in
+            # its order and after all of ours, so they only apply where ours are exhausted.
+            t = time.perf_counter()
+            plain = _learn(
+                (strip_markers(m) for m in _read_marked(work / "train.jsonl")), learned_size, False
+            )
+            timings["plain_learn_s"] = time.perf_counter() - t
+            tok, filled = _fill(tok, plain, learned_size)
         if tok.get_vocab_size() != learned_size:
             raise RuntimeError(
                 f"the sample yields only {tok.get_vocab_size()} learnable entries (need {learned_size}): "
-                f"every pre-token is already one token. Train on more text (--sample-bytes) or lower --vocab-size."
+                f"every word is already one token. Train on more text (--sample-bytes) or lower --vocab-size."
             )
         tok = _finish(tok)
         save_hf(tok, out)
@@ -335,15 +405,17 @@ def train_tokenizer(
             "config": asdict(cfg),
             "learned_before_pruning": learned,
             "pruning": history,
+            "filled_from_plain_bpe": filled,
         }
         ours = measure(tok, heldout) if heldout else None
         report["ours"] = ours.summary() if ours else None
         if cfg.compare_plain:
-            t = time.perf_counter()
-            plain = _learn(
-                (strip_markers(m) for m in _read_marked(work / "train.jsonl")), learned_size, False
-            )
-            timings["plain_learn_s"] = time.perf_counter() - t
+            if plain is None:
+                t = time.perf_counter()
+                plain = _learn(
+                    (strip_markers(m) for m in _read_marked(work / "train.jsonl")), learned_size, False
+                )
+                timings["plain_learn_s"] = time.perf_counter() - t
             plain = _finish(plain)
             plain_stats = measure(plain, heldout) if heldout else None
             report["plain_bpe"] = plain_stats.summary() if plain_stats else None

