@@ -279,7 +279,6 @@ def clean_files(
         # Filtered documents are passed on unchanged; the writer loop rejects them in order.
         for batch, t in results:
             join_timings.update(t)
-            t0 = time.perf_counter()
             for doc in batch:
                 if doc[_REASON] is not None:
                     yield doc
@@ -294,7 +293,6 @@ def clean_files(
                 ):
                     yield from flush()
                 group.append(doc)
-            join_timings["join"] += time.perf_counter() - t0
         yield from flush()
 
     ctx = multiprocessing.get_context(
@@ -309,7 +307,7 @@ def clean_files(
         bar = tqdm(desc="clean", unit="doc", smoothing=0.1)
     try:
         batches = _batched(read_all(), cfg.chunk_docs)
-        if cfg.join.enabled:
+        if cfg.join.enabled and cfg.join.key:
             pre = _ordered(pool, partial(_phase1, cfg=cfg), batches, ahead)
             results = _ordered(pool, partial(_phase2, cfg=cfg), _batched(join(pre), cfg.chunk_docs), ahead)
         else:
