@@ -295,3 +295,36 @@ def test_cli_packs_and_merges(texts, tok_dir, tmp_path, capsys):
         main(["pack", str(tmp_path / "missing"), "--tokenizer", str(tok_dir), "--out", str(tmp_path / "x")])
         == 1
     )
+
+
+def test_interoperates_with_megatron_lm_own_reader_and_builder(packed, tmp_path):
+    """Runs where megatron-core is importable (e.g. `pip install --no-deps --target DIR megatron-core`
+    and DIR on PYTHONPATH); it is not a dependency of koneox."""
+    meg = pytest.importorskip("megatron.core.datasets.indexed_dataset")
+    import torch
+
+    prefix, _, _ = packed
+    ours = IndexedDataset(prefix)
+    theirs = meg.IndexedDataset(str(prefix), mmap=True)
+    assert len(theirs) == ours.num_sequences
+    np.testing.assert_array_equal(theirs.document_indices, ours.doc_index)
+    for i in range(0, ours.num_sequences, 101):
+        np.testing.assert_array_equal(theirs[i], ours[i])
+    # a file written by Megatron-LM's builder (sentence-split documents), merged both ways
+    builder = meg.IndexedDatasetBuilder(str(tmp_path / "m.bin"), dtype=np.uint16)
+    for d in range(30):
+        doc = ours.document(d)
+        builder.add_item(torch.from_numpy(doc[: len(doc) // 2].astype(np.int64)))
+        builder.add_item(torch.from_numpy(doc[len(doc) // 2 :].astype(np.int64)))
+        builder.end_document()
+    builder.finalize(str(tmp_path / "m.idx"))
+    read = IndexedDataset(tmp_path / "m", vocab_size=2000)
+    assert read.num_documents == 30 and read.num_sequences == 60
+    np.testing.assert_array_equal(read.document(7), ours.document(7))
+    builder = meg.IndexedDatasetBuilder(str(tmp_path / "mm.bin"), dtype=np.uint16)
+    builder.add_index(str(tmp_path / "m"))
+    builder.add_index(str(prefix))
+    builder.finalize(str(tmp_path / "mm.idx"))
+    merge([tmp_path / "m", prefix], tmp_path / "ours")
+    for ext in (".bin", ".idx"):
+        assert Path(f"{tmp_path / 'ours'}{ext}").read_bytes() == Path(f"{tmp_path / 'mm'}{ext}").read_bytes()
