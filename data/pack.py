@@ -192,7 +192,7 @@ def _texts_of(chunk: Chunk, text_field: str) -> list[str]:
         try:
             # One json.loads over the whole chunk is about twice as fast as one per line.
             records = json.loads(b"[" + b",".join(ln for ln in lines if ln.strip()) + b"]")
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError):
             records = []
             for i, ln in enumerate(lines):
                 if not ln.strip():
@@ -201,6 +201,8 @@ def _texts_of(chunk: Chunk, text_field: str) -> list[str]:
                     records.append(json.loads(ln))
                 except json.JSONDecodeError as e:
                     raise PackError(f"{path}:{first + i}: invalid JSON ({e.msg})") from None
+                except UnicodeDecodeError:
+                    raise PackError(f"{path}:{first + i}: not valid UTF-8") from None
         try:
             texts = [r[text_field] for r in records]
         except (KeyError, TypeError):

@@ -257,6 +257,11 @@ def test_bad_text_inputs(tok_dir, tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"text": "좋다"}\n{"text": 3\n', encoding="utf-8")
     with pytest.raises(PackError, match=r"bad\.jsonl:2: invalid JSON"):
         pack([tmp_path / "bad.jsonl"], tok_dir, tmp_path / "o", progress=False)
+    (tmp_path / "latin1.jsonl").write_bytes(
+        '{"text": "좋다"}\n'.encode() + '{"text": "café"}\n'.encode("latin-1")
+    )
+    with pytest.raises(PackError, match=r"latin1\.jsonl:2: not valid UTF-8"):
+        pack([tmp_path / "latin1.jsonl"], tok_dir, tmp_path / "o", num_proc=2, progress=False)
     (tmp_path / "nofield.jsonl").write_text('{"body": "좋다"}\n', encoding="utf-8")
     with pytest.raises(PackError, match="no 'text' field"):
         pack([tmp_path / "nofield.jsonl"], tok_dir, tmp_path / "o", progress=False)
