@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -309,7 +310,7 @@ class BlendedDataset:
             "seq_len": self.seq_len,
             "components": [
                 {
-                    "name": d.name,
+                    "name": Path(d.name).name,  # a moved data directory is still the same data
                     "tokens": d.num_tokens,
                     "documents": len(d.documents),
                     "seed": d.seed,

@@ -234,8 +234,9 @@ def _encode_chunk(chunk: Chunk) -> tuple[np.ndarray, np.ndarray, int, int]:
     """Chunk -> (flat tokens with EOS after each document, lengths, text bytes, max id)."""
     tok, info = _worker["tok"], _worker["info"]
     texts = _texts_of(chunk, _worker["text_field"])
-    # encode_batch_fast skips the character offsets that packing never needs.
-    encs = tok.encode_batch_fast(texts, add_special_tokens=False)
+    # encode_batch_fast (tokenizers >= 0.21) skips the character offsets packing never needs.
+    encode = getattr(tok, "encode_batch_fast", tok.encode_batch)
+    encs = encode(texts, add_special_tokens=False)
     ids = [e.ids for e in encs]
     for doc in ids:
         doc.append(info.eos_id)
