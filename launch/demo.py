@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "launch/train.py",
         "--config", "tiny.yaml", "parallel.tensor_parallel=2", f"data.train_paths=[{out / 'packed' / 'sample'}]",
         f"tokenizer.path={out / 'tokenizer'}", f"train.run_dir={out / 'train'}", f"train.train_steps={args.train_steps}",
+        "train.micro_batch_size=4",
         "logging.wandb.mode=offline",
     ]
     command(train_cmd, env={"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"})

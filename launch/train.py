@@ -64,14 +64,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             dry_run(cfg)
             return 0
+        from train.trainer import Trainer
+
+        explicit = {o.partition("=")[0].strip() for o in args.overrides} | _yaml_keys(args.config)
+        trainer = Trainer(cfg, explicit_keys=explicit)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
-    from train.trainer import Trainer
-
-    explicit = {o.partition("=")[0].strip() for o in args.overrides}
-    explicit |= _yaml_keys(args.config)
-    Trainer(cfg, explicit_keys=explicit).fit()
+    trainer.fit()
     return 0
 
 

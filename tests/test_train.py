@@ -211,3 +211,67 @@ def test_dry_run_12_8b_on_cpu_allocates_nothing():
     assert "256 GPUs = tensor_parallel 8 x data_parallel 32" in out
     assert '"autotp_size": 8' in out and '"gradient_accumulation_steps": 2' in out
     assert "memory per GPU (estimate, GiB)" in out
+
+
+def first_batch_loss(packed: str, model_dir: Path) -> float:
+    """Loss of a Hugging Face directory on the first training micro-batch of the test layout."""
+    import torch
+    import torch.nn.functional as F
+
+    from data.config import DataConfig
+    from data.dataset import build_datasets
+    from data.loader import DataLoader
+    from model import GPTNeoX
+
+    data = DataConfig(seq_len=64, train_paths=[packed], split=[0.95, 0.05, 0.0])
+    tokens = next(DataLoader(build_datasets(data, vocab_size=VOCAB)["train"], micro_batch_size=2,
+                             dp_rank=0, dp_size=1)).tokens
+    with torch.no_grad():
+        logits = GPTNeoX.from_pretrained(str(model_dir))(tokens[:, :-1])
+    return F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten()).item()
+
+
+def test_continued_pretraining_starts_from_the_given_weights(tmp_path, packed):
+    from model import GPTNeoX, ModelConfig
+
+    hf_dir = tmp_path / "base"
+    GPTNeoX(ModelConfig(vocab_size=VOCAB, hidden_size=96, num_layers=3, num_heads=4, intermediate_size=384,
+                        rotary_pct=0.25, init_seed=5)).save_pretrained(hf_dir)
+    run = tmp_path / "run"
+    args = [a for a in overrides(run, packed, **{"train.grad_accum": 1, "train.train_steps": 2})
+            if not a.startswith(("model.num_layers", "model.vocab_size"))]
+    launch(1, [*args, f"model.init_from={hf_dir}"])
+    resolved = (run / "config.yaml").read_text()
+    assert "hidden_size: 96" in resolved and "num_layers: 3" in resolved and "rotary_pct: 0.25" in resolved
+    assert metrics(run)[1]["loss"] == pytest.approx(first_batch_loss(packed, hf_dir), rel=1e-5)
+
+    refused = subprocess.run([sys.executable, "launch/train.py", "--config", "tiny.yaml", *args,
+                              f"model.init_from={hf_dir}", "model.hidden_size=128"],
+                             cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2
+    assert "model.hidden_size: the config sets 128, but model.init_from" in refused.stderr
+
+
+def test_nonfinite_losses_are_skipped_then_stop_the_run(tmp_path, packed):
+    """A NaN weight makes every loss NaN: each step is skipped (counted), and after
+    max_nonfinite_steps in a row the run stops with a checkpoint and a message."""
+    from safetensors.torch import load_file, save_file
+
+    from model import GPTNeoX, ModelConfig
+
+    hf_dir = tmp_path / "broken"
+    GPTNeoX(ModelConfig(vocab_size=VOCAB, hidden_size=64, num_layers=2, num_heads=4,
+                        intermediate_size=256)).save_pretrained(hf_dir)
+    weights = load_file(hf_dir / "model.safetensors")
+    weights["gpt_neox.final_layer_norm.bias"][0] = float("nan")
+    save_file(weights, hf_dir / "model.safetensors", metadata={"format": "pt"})
+    run = tmp_path / "run"
+    args = [a for a in overrides(run, packed, **{"train.grad_accum": 1, "train.max_nonfinite_steps": 3})
+            if not a.startswith(("model.num_layers", "model.vocab_size"))]
+    proc = launch(1, [*args, f"model.init_from={hf_dir}"], wait=False)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode != 0
+    assert "3 consecutive steps had a non-finite loss" in out
+    rows = metrics(run)
+    assert rows[3]["skipped_steps"] == 3 and math.isnan(rows[3]["loss"])
+    assert ckpt.latest_tag(run / "checkpoints") == "step00000003"

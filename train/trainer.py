@@ -114,8 +114,11 @@ def check_init_from(cfg: Config, explicit: set[str]) -> None:
 
 class Trainer:
     def __init__(self, cfg: Config, explicit_keys: set[str] | None = None):
+        """``explicit_keys``: dotted keys the user set (file or command line); with
+        ``model.init_from`` those shape keys must agree with the checkpoint. Raises
+        ConfigError before any distributed work starts."""
         self.cfg = cfg
-        self.explicit_keys = explicit_keys or set()
+        check_init_from(cfg, explicit_keys or set())
         self.state = TrainState()
         self.stop_signal = 0
 
@@ -126,7 +129,6 @@ class Trainer:
         from deepspeed.utils import groups
 
         cfg = self.cfg
-        check_init_from(cfg, self.explicit_keys)
         self.rank, self.world_size, self.local_rank = init_distributed()
         cfg.check(world_size=self.world_size)
         tp = cfg.parallel.tensor_parallel
@@ -217,7 +219,8 @@ class Trainer:
 
     def train_step(self) -> dict[str, float]:
         """One optimizer step over ``accum`` micro-batches. A non-finite loss anywhere skips the
-        update on every rank: its gradients are zeroed and the learning rate is 0 for that step."""
+        update on every rank: that micro-batch contributes zero gradients and the learning rate
+        is 0 for the step, so the weights do not move (Adam's moments still decay once)."""
         losses = []
         nonfinite = torch.zeros((), device=self.device)
         epoch = self.state.epoch
