@@ -104,7 +104,11 @@ def main() -> int:
     if not raw.is_dir():
         print(f"shared corpus not found at {raw}")
         return 1
-    work = Path(tempfile.mkdtemp(prefix="koneox-bench-"))
+    with tempfile.TemporaryDirectory(prefix="koneox-bench-") as tmp:
+        return run(args, raw, Path(tmp))
+
+
+def run(args: argparse.Namespace, raw: Path, work: Path) -> int:
     reviews = read_texts(raw / "nsmc_reviews.jsonl.gz", limit=args.docs)
     pages = []
     for name in ("libreoffice_help_ko", "gimp_help_ko", "debian_faq_ko", "ko_law_bills"):
