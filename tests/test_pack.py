@@ -303,9 +303,8 @@ def test_cli_packs_and_merges(texts, tok_dir, tmp_path, capsys):
 
 
 def test_interoperates_with_megatron_lm_own_reader_and_builder(packed, tmp_path):
-    """Runs where megatron-core is importable (e.g. `pip install --no-deps --target DIR megatron-core`
-    and DIR on PYTHONPATH); it is not a dependency of koneox."""
-    meg = pytest.importorskip("megatron.core.datasets.indexed_dataset")
+    """Megatron-LM's own reader, builder and add_index against ours (megatron-core is a dev dependency)."""
+    import megatron.core.datasets.indexed_dataset as meg
     import torch
 
     prefix, _, _ = packed
