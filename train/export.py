@@ -287,6 +287,21 @@ def load_model(path: str | Path, dtype: torch.dtype = torch.float32) -> tuple[GP
     return model.eval(), c
 
 
+def hf_model(c: Checkpoint, device: str) -> torch.nn.Module:
+    """``transformers.GPTNeoXForCausalLM`` with the checkpoint's weights (fp32): the model an
+    export of this checkpoint would give, and one with a KV cache for generation."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    config = GPTNeoXConfig.from_dict(c.model_config.to_hf_dict())
+    model = GPTNeoXForCausalLM(config)
+    own = set(model.state_dict())
+    # transformers 5 calls the output head lm_head in memory; files and our model say embed_out.
+    rename = {"embed_out.weight": "lm_head.weight"} if "lm_head.weight" in own else {}
+    model.load_state_dict({rename.get(k, k): v for k, v in c.state_dict(torch.float32)}, strict=True)
+    return model.to(device).eval()
+
+
+
 # -- writing ----------------------------------------------------------------------------------
 
 
@@ -407,3 +422,26 @@ def export(
 def is_hf_dir(path: str | Path) -> bool:
     return (Path(path) / "config.json").is_file()
 
+
+
+# -- command line -----------------------------------------------------------------------------
+
+
+def add_arguments(parser: Any) -> None:
+    parser.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN",
+                        help="a checkpoint directory (RUN/checkpoints/stepNNNNNNNN) or a run directory (its latest)")
+    parser.add_argument("--out", required=True, help="output Hugging Face directory")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+                        help="weight dtype of the export (default: the training precision)")
+    parser.add_argument("--max-shard-size", default="2GB", help="largest safetensors shard (default 2GB)")
+
+
+def run(args: Any) -> int:
+    import sys
+
+    try:
+        export(args.checkpoint, args.out, dtype=args.dtype, max_shard_size=args.max_shard_size)
+    except (ExportError, FileNotFoundError, ValueError) as e:
+        print(f"koneox export: {e}", file=sys.stderr)
+        return 2
+    return 0
