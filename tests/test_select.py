@@ -1,0 +1,207 @@
+"""Checkpoint selection on a real tiny run that crosses an epoch boundary, plus the metrics and
+decision rules on hand-made inputs.
+
+The run: a 2-layer GPT-NeoX on 300 Korean reviews (240 for training: about 20 steps per epoch),
+30 steps with a checkpoint every 10. A fourth checkpoint is made degenerate by editing the
+weights of the last one so that one token wins after any input, as Polyglot-Ko's runs did
+near their epoch boundary.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from test_export import make_data, train_run
+
+from train.eval.degeneration import distinct_n, longest_run, rep_l_hits, seq_rep_n, summarize
+from train.eval.select import Thresholds, flag_degenerate, recommend
+
+WINNER = 7  # the token the degenerate checkpoint always predicts
+
+
+# -- metrics and rules on hand-made inputs ------------------------------------------------------
+
+
+def test_repetition_metrics_by_hand():
+    assert seq_rep_n([1, 2, 3, 4], 1) == 0.0
+    assert seq_rep_n([5, 5, 5, 5], 1) == pytest.approx(0.75)
+    assert seq_rep_n([1, 2, 1, 2, 1, 2], 2) == pytest.approx(1 - 2 / 5)  # (1,2) (2,1) (1,2) (2,1) (1,2)
+    assert seq_rep_n([1, 2, 3], 4) == 0.0
+    assert longest_run([1, 1, 2, 2, 2, 3]) == 3 and longest_run([]) == 0
+    assert distinct_n([[1, 2, 3], [1, 2, 4]], 2) == pytest.approx(3 / 4)
+    s = summarize([[9] * 100, list(range(100))])
+    assert s["longest_run"] == 100 and s["mean_longest_run"] == pytest.approx(50.5)
+    assert s["seq_rep_1"] == pytest.approx((0.99 + 0.0) / 2)
+
+
+def test_rep_l_counts_predictions_seen_in_the_window():
+    inputs = torch.tensor([[1, 2, 3, 4, 5]])
+    preds = torch.tensor([[1, 9, 2, 2, 3]])  # position t predicts token t+1 after reading inputs[:t+1]
+    assert rep_l_hits(inputs, preds, window=128) == (4, 5)  # 1, 2, 2, 3 seen; 9 never
+    assert rep_l_hits(inputs, preds, window=2) == (2, 5)  # t=0: 1 in [1]; t=2: 2 in [2,3]; t=3: [3,4] no
+
+
+def rows(*values: tuple[float, float, float]) -> list[dict]:
+    return [{"checkpoint": f"step{i}", "step": i, "val_loss": v, "seq_rep_4": r, "mean_longest_run": run}
+            for i, (v, r, run) in enumerate(values)]
+
+
+def test_degenerate_checkpoint_is_flagged_and_never_recommended_even_with_the_lowest_loss():
+    # Like Polyglot-Ko: the loss keeps falling past the epoch boundary while generation collapses.
+    rs = rows((3.0, 0.30, 3.0), (2.8, 0.25, 2.0), (2.5, 0.80, 40.0), (2.6, 0.27, 2.5))
+    flag_degenerate(rs, Thresholds())
+    assert [r["degenerate"] for r in rs] == [False, False, True, False]
+    assert "seq-rep-4 0.800 vs best earlier 0.250" in rs[2]["reasons"][0] and len(rs[2]["reasons"]) == 2
+    assert rs[recommend(rs)]["step"] == 3
+    # Thresholds are honoured: a looser ratio no longer fires on either measure.
+    flag_degenerate(rs, Thresholds(rep_ratio=4.0, run_ratio=50.0))
+    assert not any(r["degenerate"] for r in rs) and rs[recommend(rs)]["step"] == 2
+
+
+def test_small_absolute_changes_and_the_first_checkpoint_are_not_flagged():
+    rs = rows((3.0, 0.95, 90.0), (2.9, 0.01, 1.0), (2.8, 0.04, 3.0))  # 4x but only +0.03, +2 tokens
+    flag_degenerate(rs, Thresholds())
+    assert not any(r["degenerate"] for r in rs)
+    everything_bad = rows((3.0, 0.1, 1.0), (2.0, 0.9, 90.0))
+    flag_degenerate(everything_bad, Thresholds())
+    assert recommend(everything_bad[1:]) is None
+
+
+# -- a real run ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("select")
+    tok, packed = make_data(root, docs=300)
+    run = train_run(root / "run", packed, **{"train.micro_batch_size": 4, "train.train_steps": 30,
+                                             "train.save_interval": 10, "train.warmup_steps": 3,
+                                             "tokenizer.path": str(tok)})
+    make_degenerate(run, "step00000030", "step00000040")
+    return run
+
+
+def make_degenerate(run: Path, src: str, dst: str) -> None:
+    """Copy a checkpoint and edit it so one token wins whatever the input: the final LayerNorm
+    outputs a constant vector b, and the output row of WINNER is b scaled up."""
+    ckpt_dir = run / "checkpoints"
+    shutil.copytree(ckpt_dir / src, ckpt_dir / dst)
+    path = ckpt_dir / dst / "mp_rank_00_model_states.pt"
+    state = torch.load(path, weights_only=True)
+    m = state["module"]
+    b = torch.randn(m["gpt_neox.final_layer_norm.bias"].shape, generator=torch.Generator().manual_seed(0))
+    m["gpt_neox.final_layer_norm.weight"].zero_()
+    m["gpt_neox.final_layer_norm.bias"].copy_(b)
+    m["embed_out.weight"][WINNER] = 10 * b
+    torch.save(state, path)
+    meta = json.loads((ckpt_dir / dst / "koneox_meta.json").read_text())
+    meta["state"]["step"] = 40
+    meta["state"]["epoch"] *= 4 / 3
+    (ckpt_dir / dst / "koneox_meta.json").write_text(json.dumps(meta))
+    (ckpt_dir / "latest").write_text(dst + "\n")
+
+
+@pytest.fixture(scope="module")
+def selection(run, tmp_path_factory) -> tuple[Path, dict]:
+    from launch.cli import main
+
+    out = tmp_path_factory.mktemp("selection")
+    code = main(["select", str(run), "--out", str(out), "--every", "2", "--num-prompts", "6", "--val-samples", "16"])
+    assert code == 0
+    return out, json.loads((out / "selection.json").read_text())
+
+
+def test_selection_evaluates_every_kth_checkpoint_with_epochs_from_the_metadata(run, selection):
+    _, report = selection
+    rs = report["checkpoints"]
+    assert [r["step"] for r in rs] == [10, 30, 40]  # --every 2, and always the last
+    for r in rs:
+        meta = json.loads((Path(r["checkpoint"]) / "koneox_meta.json").read_text())
+        assert r["epoch"] == meta["state"]["epoch"]
+        assert 0 <= r["seq_rep_1"] <= 1 and 0 <= r["seq_rep_4"] <= 1 and 0 <= r["rep_128"] <= 1
+        assert 1 <= r["longest_run"] <= 100 and 0 < r["distinct_2"] <= 1 and math.isfinite(r["val_loss"])
+    # The run crossed its first epoch; the boundary comes from metrics.jsonl.
+    assert rs[0]["epoch"] < 1 < rs[1]["epoch"]
+    [boundary] = report["epoch_boundaries"]
+    assert boundary["epoch"] == 1 and 10 < boundary["step"] <= 30
+    assert report["validation"] == {"samples": 16, "tokens_per_sample": 64}
+    assert "validation" in report["prompt_source"]
+
+
+def test_degenerate_checkpoint_is_flagged_and_the_best_healthy_one_recommended(selection):
+    _, report = selection
+    by_step = {r["step"]: r for r in report["checkpoints"]}
+    bad = by_step[40]
+    assert bad["degenerate"] and bad["longest_run"] == 100 and bad["seq_rep_1"] == pytest.approx(0.99)
+    assert any("longest run" in reason for reason in bad["reasons"])
+    healthy = [r for r in report["checkpoints"] if not r["degenerate"]]
+    assert report["recommended_step"] == min(healthy, key=lambda r: r["val_loss"])["step"]
+    assert report["recommended_step"] != 40
+
+
+def test_validation_loss_is_the_loss_on_held_out_documents(run, selection):
+    """Recompute the recommended checkpoint's loss with our own model on the validation split."""
+    from data.dataset import build_datasets
+    from train.eval.select import _data_config
+    from train.export import load_model
+
+    _, report = selection
+    model, c = load_model(report["recommended"])
+    sets = build_datasets(_data_config(c), vocab_size=c.model_config.padded_vocab_size)
+    tokens = torch.from_numpy(sets["valid"].get_batch(0, 16)[0])
+    train_docs = set(sets["train"].datasets[0].documents.tolist())
+    assert train_docs.isdisjoint(sets["valid"].datasets[0].documents.tolist())
+    with torch.no_grad():
+        loss = F.cross_entropy(model(tokens[:, :-1]).flatten(0, 1), tokens[:, 1:].flatten()).item()
+    row = next(r for r in report["checkpoints"] if r["checkpoint"] == report["recommended"])
+    assert row["val_loss"] == pytest.approx(loss, rel=1e-4)
+    assert row["val_ppl"] == pytest.approx(math.exp(loss), rel=1e-3)
+
+
+def test_markdown_table_and_png_plot(selection):
+    out, report = selection
+    md = (out / "selection.md").read_text()
+    assert "| step | epoch |" in md and f"**Recommended: step {report['recommended_step']}**" in md
+    flagged = [r for r in report["checkpoints"] if r["degenerate"]]
+    assert md.count("| DEGENERATE: ") == len(flagged) >= 1 and "epoch 1 at step" in md
+    assert md.count("\n| ") == len(report["checkpoints"]) + 1  # header + one row per checkpoint
+    png = (out / "selection.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", png[16:24])
+    assert width > 400 and height > 300
+    import matplotlib.image
+
+    assert matplotlib.image.imread(str(out / "selection.png")).std() > 0  # not a blank canvas
+
+
+def test_kobest_is_refused_until_the_evaluation_exists(run, capsys):
+    from launch.cli import main
+
+    assert main(["select", str(run), "--kobest"]) == 2
+    assert "does not exist yet" in capsys.readouterr().err
+
+
+def test_generate_from_a_checkpoint_equals_generate_from_its_export(run, tmp_path, capsys):
+    from train.export import export, load_model
+    from train.generate import generate, load
+
+    ckpt = run / "checkpoints" / "step00000030"
+    export(ckpt, tmp_path / "hf")
+    prompt = "이 영화 정말"
+    direct = generate(ckpt, prompt, max_new_tokens=12, greedy=True, stream=False)
+    exported = generate(tmp_path / "hf", prompt, max_new_tokens=12, greedy=True)
+    assert direct == exported
+    assert prompt in capsys.readouterr().out  # streamed: the prompt, then the tokens
+    # TP=1 export round trip: the exported model's logits are the training model's.
+    model, tok = load(tmp_path / "hf")
+    ours, _ = load_model(ckpt)
+    ids = tok(prompt + exported, return_tensors="pt", add_special_tokens=False).input_ids
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, ours(ids), rtol=1e-4, atol=1e-4)

@@ -1,0 +1,1 @@
+"""Checkpoint evaluation: held-out loss, degeneration metrics, selection (``koneox select``)."""

@@ -1,0 +1,352 @@
+"""Pick a checkpoint of a run: held-out loss, degeneration, epochs (``koneox select RUN``).
+
+Polyglot-Ko's 1.3B and 3.8B runs degenerated near the 1-epoch boundary (greedy generation
+repeated one token) and checkpoints from before the boundary were picked by hand
+(REFERENCE §1). This automates that choice::
+
+    koneox select runs/demo/train                    # every checkpoint
+    koneox select runs/demo/train --every 5 --prompts prompts.txt
+
+For every (or every K-th, plus the last) checkpoint of the run:
+
+    validation   mean next-token loss and perplexity on the run's validation split (documents
+                 never trained on: data/dataset.py splits by document), the same samples for
+                 every checkpoint; rep/128 teacher-forced on the same text
+    generation   a 100-token greedy continuation of each prompt (default: 50-token prefixes
+                 of validation documents): seq-rep-1, seq-rep-4, longest run of one token,
+                 distinct-2 (train/eval/degeneration.py)
+    epoch        fractional epoch of the training data when the checkpoint was saved
+                 (koneox_meta.json); boundaries are read from RUN/metrics.jsonl
+
+A checkpoint is flagged **degenerate** when its repetition is far above the best (lowest) of
+the checkpoints evaluated before it, for either measure:
+
+    seq-rep-4          > rep_ratio (1.5) x best earlier  and  >= rep_margin (0.1) above it
+    mean longest run   > run_ratio (2.0) x best earlier  and  >= run_margin (10 tokens) above it
+
+Both conditions are needed: the ratio alone fires on tiny values (0.01 -> 0.03), the margin
+alone on early checkpoints whose repetition is still falling. The first checkpoint evaluated
+has nothing to compare with and is never flagged. The recommendation is the non-degenerate
+checkpoint with the lowest validation loss. KoBEST ranking (``--kobest``) waits for the KoBEST
+evaluation command, which does not exist yet.
+
+Outputs (``--out``, default the run directory): ``selection.json`` (everything),
+``selection.md`` (a table) and ``selection.png`` (training loss with epoch boundaries,
+validation loss and seq-rep-4 per checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from train.eval.degeneration import rep_l_hits, summarize
+from train.export import Checkpoint, ExportError, hf_model, list_checkpoints, open_checkpoint
+
+
+@dataclass
+class Thresholds:
+    """When a checkpoint's repetition counts as far above the best earlier checkpoint's."""
+
+    rep_ratio: float = 1.5
+    """seq-rep-4 above this multiple of the best earlier seq-rep-4 ..."""
+    rep_margin: float = 0.1
+    """... and at least this much higher in absolute terms."""
+    run_ratio: float = 2.0
+    """Mean longest run of one token above this multiple of the best earlier ..."""
+    run_margin: float = 10.0
+    """... and at least this many tokens longer."""
+
+
+@dataclass
+class Settings:
+    prompts_file: str | None = None
+    """Text file, one prompt per line (or .jsonl with a "text" field); None = held-out prefixes."""
+    num_prompts: int = 32
+    """Prompts taken from the validation documents when no file is given."""
+    prefix_tokens: int = 50
+    """Tokens of each held-out document used as the prompt."""
+    new_tokens: int = 100
+    """Greedy continuation length (no stop at EOS)."""
+    val_samples: int = 64
+    """Validation samples (seq_len + 1 tokens each) for the loss and rep/l."""
+    rep_window: int = 128
+    """l of rep/l."""
+    batch_size: int = 8
+    """Sequences per forward pass."""
+    every: int = 1
+    """Evaluate every K-th checkpoint (the last one always)."""
+    device: str = "cpu"
+    """torch device for evaluation."""
+    thresholds: Thresholds = field(default_factory=Thresholds)
+
+
+# -- data -------------------------------------------------------------------------------------
+
+
+def _data_config(c: Checkpoint) -> Any:
+    from data.config import DataConfig
+    from train.config import _build
+
+    # The resolved config stored in the checkpoint, rebuilt with the project's own typed loader
+    # (validation included); token ids were verified when the run trained.
+    data = _build(DataConfig, c.meta["config"]["data"], "data.", str(c.path / "koneox_meta.json"), {})
+    data.verify_token_ids = False
+    return data
+
+
+def held_out(c: Checkpoint, settings: Settings) -> tuple[np.ndarray, list[list[int]], str]:
+    """(validation samples (N, seq_len + 1), prompt token lists, where the prompts came from)."""
+    from data.dataset import build_datasets
+
+    sets = build_datasets(_data_config(c), vocab_size=c.model_config.padded_vocab_size)
+    valid = sets.get("valid")
+    if valid is None:
+        raise ExportError(f"{c.path}: the run has no validation split (data.split gives it no documents "
+                          "with seq_len + 1 tokens); selection needs held-out data")
+    # Never more than one pass over any component: every sample is a different piece of text.
+    limit = min(int(s / w) for s, w in zip(valid.samples_per_epoch, valid.weights, strict=True))
+    n = max(1, min(settings.val_samples, limit))
+    tokens, _, _ = valid.get_batch(0, n)
+
+    P = settings.prefix_tokens
+    prompts: list[list[int]] = []
+    rng = np.random.default_rng(0)
+    for ds in valid.datasets:
+        for d in rng.permutation(ds.documents):
+            doc = ds.indexed.document(int(d))
+            if len(doc) > P:
+                prompts.append(doc[:P].astype(np.int64).tolist())
+            if len(prompts) >= settings.num_prompts:
+                break
+    source = f"first {P} tokens of {len(prompts)} validation documents"
+    if len(prompts) < settings.num_prompts:
+        # Short documents (reviews, comments): fill with windows of the validation token
+        # stream, documents joined by EOS exactly as the model saw text in training.
+        k = settings.num_prompts - len(prompts)
+        stream = valid.get_batch(0, min(k, limit))[0]
+        extra = [row[:P].tolist() for row in stream if len(row) >= P]
+        prompts += extra
+        source += f" and {len(extra)} {P}-token windows of the validation stream (too few documents of {P + 1}+ tokens)"
+    return tokens, prompts, source
+
+
+def file_prompts(path: str, tokenizer: Any) -> list[list[int]]:
+    p = Path(path)
+    lines = [ln for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if p.suffix == ".jsonl":
+        lines = [json.loads(ln)["text"] for ln in lines]
+    if not lines:
+        raise ExportError(f"{p}: no prompts")
+    return [tokenizer(text, add_special_tokens=False)["input_ids"] for text in lines]
+
+
+# -- model ------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def validation(model: torch.nn.Module, tokens: np.ndarray, settings: Settings) -> dict[str, float]:
+    """Mean token loss, perplexity and rep/l over the validation samples."""
+    total_loss, count, hits, positions = 0.0, 0, 0, 0
+    for i in range(0, len(tokens), settings.batch_size):
+        batch = torch.from_numpy(tokens[i : i + settings.batch_size]).to(settings.device)
+        inputs, targets = batch[:, :-1], batch[:, 1:]
+        logits = model(input_ids=inputs).logits.float()  # (B, T, V)
+        total_loss += F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum").item()
+        count += targets.numel()
+        h, n = rep_l_hits(inputs.cpu(), logits.argmax(-1).cpu(), settings.rep_window)
+        hits, positions = hits + h, positions + n
+    loss = total_loss / count
+    return {"val_loss": loss, "val_ppl": math.exp(min(loss, 50.0)), f"rep_{settings.rep_window}": hits / positions}
+
+
+@torch.no_grad()
+def greedy(model: torch.nn.Module, prompts: list[list[int]], settings: Settings) -> list[list[int]]:
+    """Fixed-length greedy continuations; prompts of equal length share a batch (no padding)."""
+    out: dict[int, list[int]] = {}
+    by_len: dict[int, list[int]] = {}
+    for i, p in enumerate(prompts):
+        by_len.setdefault(len(p), []).append(i)
+    for idx in by_len.values():
+        for j in range(0, len(idx), settings.batch_size):
+            rows = idx[j : j + settings.batch_size]
+            ids = torch.tensor([prompts[r] for r in rows], device=settings.device)  # (B, P)
+            res = model(input_ids=ids, use_cache=True)
+            nxt = res.logits[:, -1].argmax(-1)  # (B,)
+            steps = [nxt]
+            for _ in range(settings.new_tokens - 1):
+                res = model(input_ids=nxt[:, None], past_key_values=res.past_key_values, use_cache=True)
+                nxt = res.logits[:, -1].argmax(-1)
+                steps.append(nxt)
+            gen = torch.stack(steps, dim=1).tolist()  # (B, new_tokens)
+            out.update(zip(rows, gen, strict=True))
+    return [out[i] for i in range(len(prompts))]
+
+
+# -- decisions --------------------------------------------------------------------------------
+
+
+def flag_degenerate(rows: list[dict[str, Any]], th: Thresholds) -> None:
+    """Set ``degenerate`` and ``reasons`` on each row (rows in step order)."""
+    best_rep = best_run = math.inf
+    for row in rows:
+        reasons = []
+        rep, run = row["seq_rep_4"], row["mean_longest_run"]
+        if math.isfinite(best_rep) and rep > th.rep_ratio * best_rep and rep - best_rep >= th.rep_margin:
+            reasons.append(f"seq-rep-4 {rep:.3f} vs best earlier {best_rep:.3f}")
+        if math.isfinite(best_run) and run > th.run_ratio * best_run and run - best_run >= th.run_margin:
+            reasons.append(f"mean longest run {run:.1f} vs best earlier {best_run:.1f} tokens")
+        row["degenerate"] = bool(reasons)
+        row["reasons"] = reasons
+        best_rep, best_run = min(best_rep, rep), min(best_run, run)
+
+
+def recommend(rows: list[dict[str, Any]], key: str = "val_loss") -> int | None:
+    """Index of the non-degenerate row with the lowest ``key`` (None when every row is flagged)."""
+    ok = [i for i, r in enumerate(rows) if not r["degenerate"] and math.isfinite(r[key])]
+    return min(ok, key=lambda i: rows[i][key]) if ok else None
+
+
+def training_curve(run: Path) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
+    """(per-step records with loss and epoch, epoch boundaries {epoch, step}) from metrics.jsonl;
+    the last record of a step wins (a resumed run logs the steps after its checkpoint again)."""
+    path = run / "metrics.jsonl"
+    steps: dict[int, dict[str, float]] = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            rec = json.loads(line)
+            if "loss" in rec and "step" in rec:
+                steps[int(rec["step"])] = {"step": int(rec["step"]), "loss": rec["loss"], "epoch": rec.get("epoch", 0.0)}
+    curve = [steps[s] for s in sorted(steps)]
+    boundaries = []
+    for prev, cur in zip(curve, curve[1:], strict=False):
+        for e in range(math.floor(prev["epoch"]) + 1, math.floor(cur["epoch"]) + 1):
+            boundaries.append({"epoch": e, "step": cur["step"]})
+    return curve, boundaries
+
+
+# -- the command ------------------------------------------------------------------------------
+
+
+def select(run: str | Path, out: str | Path | None = None, settings: Settings | None = None,
+           log: Any = print) -> dict[str, Any]:
+    """Evaluate the run's checkpoints, flag, recommend; write selection.{json,md,png}."""
+    from train.eval.report import write_markdown, write_plot
+
+    settings = settings or Settings()
+    run = Path(run)
+    if run.name == "checkpoints" and not (run / "checkpoints").is_dir():
+        run = run.parent  # given RUN/checkpoints: metrics.jsonl is one level up
+    out = Path(out) if out else run
+    out.mkdir(parents=True, exist_ok=True)
+    paths = list_checkpoints(run)
+    chosen = paths[:: max(settings.every, 1)]
+    if paths[-1] not in chosen:
+        chosen.append(paths[-1])
+    last = open_checkpoint(paths[-1])
+    tokens, prompts, source = held_out(last, settings)
+    tokenizer = None
+    if last.tokenizer_path is not None:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(last.tokenizer_path))
+    if settings.prompts_file:
+        if tokenizer is None:
+            raise ExportError(f"--prompts needs the run's tokenizer, and {last.path} has none recorded")
+        prompts = file_prompts(settings.prompts_file, tokenizer)
+        source = f"{len(prompts)} prompts from {settings.prompts_file}"
+    log(f"selecting among {len(chosen)} of {len(paths)} checkpoints of {run}: {len(tokens)} validation samples "
+        f"of {tokens.shape[1] - 1} tokens, {len(prompts)} prompts ({source})")
+
+    rows = []
+    for path in chosen:
+        start = time.perf_counter()
+        c = open_checkpoint(path)
+        model = hf_model(c, settings.device)
+        row: dict[str, Any] = {"checkpoint": str(path), "step": c.step, "epoch": c.epoch,
+                               "consumed_tokens": c.meta["state"].get("consumed_tokens")}
+        row.update(validation(model, tokens, settings))
+        conts = greedy(model, prompts, settings)
+        row.update(summarize(conts))
+        if tokenizer is not None:
+            row["sample"] = {"prompt": tokenizer.decode(prompts[0]), "continuation": tokenizer.decode(conts[0])}
+        row["seconds"] = round(time.perf_counter() - start, 2)
+        rows.append(row)
+        del model
+        log(f"  step {c.step:>8} epoch {c.epoch:.3f}: val loss {row['val_loss']:.4f}, seq-rep-4 "
+            f"{row['seq_rep_4']:.3f}, longest run {row['longest_run']} ({row['seconds']:.1f} s)")
+
+    flag_degenerate(rows, settings.thresholds)
+    best = recommend(rows)
+    curve, boundaries = training_curve(run)
+    report = {
+        "run": str(run),
+        "recommended": rows[best]["checkpoint"] if best is not None else None,
+        "recommended_step": rows[best]["step"] if best is not None else None,
+        "rank_by": "val_loss",
+        "checkpoints": rows,
+        "epoch_boundaries": boundaries,
+        "settings": {k: v for k, v in asdict(settings).items() if k != "thresholds"},
+        "thresholds": asdict(settings.thresholds),
+        "prompt_source": source,
+        "validation": {"samples": int(len(tokens)), "tokens_per_sample": int(tokens.shape[1] - 1)},
+    }
+    (out / "selection.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    write_markdown(report, out / "selection.md")
+    write_plot(report, curve, out / "selection.png")
+    flagged = [r["step"] for r in rows if r["degenerate"]]
+    log(f"degenerate: {flagged or 'none'}; recommended: "
+        + (f"step {report['recommended_step']} ({report['recommended']})" if best is not None else "none")
+        + f"\nwrote {out / 'selection.json'}, selection.md, selection.png")
+    return report
+
+
+def add_arguments(parser: Any) -> None:
+    t, s = Thresholds(), Settings()
+    parser.add_argument("run", metavar="RUN", help="run directory (RUN/checkpoints/stepNNNNNNNN ...)")
+    parser.add_argument("--prompts", metavar="FILE", default=None,
+                        help="prompts, one per line (or .jsonl with a 'text' field); default: the first "
+                             f"{s.prefix_tokens} tokens of {s.num_prompts} validation documents")
+    parser.add_argument("--every", type=int, default=1, metavar="K", help="evaluate every K-th checkpoint (and the last)")
+    parser.add_argument("--out", default=None, help="where selection.{json,md,png} go (default: RUN)")
+    parser.add_argument("--num-prompts", type=int, default=s.num_prompts)
+    parser.add_argument("--new-tokens", type=int, default=s.new_tokens, help="greedy continuation length")
+    parser.add_argument("--val-samples", type=int, default=s.val_samples, help="validation samples of seq_len tokens")
+    parser.add_argument("--batch-size", type=int, default=s.batch_size)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--rep-ratio", type=float, default=t.rep_ratio,
+                        help="degenerate when seq-rep-4 > RATIO x the best earlier checkpoint's ...")
+    parser.add_argument("--rep-margin", type=float, default=t.rep_margin, help="... and >= MARGIN above it")
+    parser.add_argument("--run-ratio", type=float, default=t.run_ratio,
+                        help="or when the mean longest run of one token > RATIO x the best earlier ...")
+    parser.add_argument("--run-margin", type=float, default=t.run_margin, help="... and >= MARGIN tokens longer")
+    parser.add_argument("--kobest", action="store_true",
+                        help="rank by KoBEST scores instead of validation loss: NOT AVAILABLE YET, the KoBEST "
+                             "evaluation command does not exist; the flag is refused until it does")
+
+
+def run(args: Any) -> int:
+    if args.kobest:
+        print("koneox select: --kobest needs the KoBEST evaluation command, which does not exist yet; "
+              "rank by validation loss (the default) for now", file=sys.stderr)
+        return 2
+    th = Thresholds(rep_ratio=args.rep_ratio, rep_margin=args.rep_margin, run_ratio=args.run_ratio,
+                    run_margin=args.run_margin)
+    settings = Settings(prompts_file=args.prompts, num_prompts=args.num_prompts, new_tokens=args.new_tokens,
+                        val_samples=args.val_samples, batch_size=args.batch_size, every=args.every,
+                        device=args.device, thresholds=th)
+    try:
+        select(args.run, args.out, settings)
+    except (ExportError, FileNotFoundError, ValueError) as e:
+        print(f"koneox select: {e}", file=sys.stderr)
+        return 2
+    return 0
