@@ -275,3 +275,19 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(tmp_path, packed):
     rows = metrics(run)
     assert rows[3]["skipped_steps"] == 3 and math.isnan(rows[3]["loss"])
     assert ckpt.latest_tag(run / "checkpoints") == "step00000003"
+
+
+def test_tiny_model_validation_loss_falls_well_below_uniform(tmp_path, packed):
+    """The shipped tiny config (full 30,080-row vocabulary) starts near ln(30080) = 10.3 on
+    held-out reviews and must fall well below it within 60 steps."""
+    run = tmp_path / "run"
+    launch(1, ["data.seq_len=128", f"data.train_paths=[{packed}]", "data.split=[0.9, 0.1, 0.0]",
+               "train.train_steps=60", "train.warmup_steps=10", "train.eval_interval=30", "train.eval_iters=4",
+               "train.log_interval=1", "train.save_interval=1000", "logging.wandb.mode=disabled",
+               f"train.run_dir={run}"])
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    val = [r["val_loss"] for r in records if "val_loss" in r]
+    train_losses = [r["loss"] for r in records if "loss" in r]
+    assert abs(train_losses[0] - math.log(30080)) < 0.6
+    assert len(val) == 2 and val[-1] < math.log(30080) - 2.0 and val[-1] < val[0]
+    assert "validation loss" in (run / "train.log").read_text()

@@ -287,19 +287,31 @@ def load_model(path: str | Path, dtype: torch.dtype = torch.float32) -> tuple[GP
     return model.eval(), c
 
 
-def hf_model(c: Checkpoint, device: str) -> torch.nn.Module:
+def hf_model(c: Checkpoint, device: str = "cpu") -> torch.nn.Module:
     """``transformers.GPTNeoXForCausalLM`` with the checkpoint's weights (fp32): the model an
-    export of this checkpoint would give, and one with a KV cache for generation."""
+    export of this checkpoint would give, and one with a KV cache for generation.
+
+    Built directly on ``device`` and filled one joined weight at a time, so the host never
+    holds a second full copy of the weights."""
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     config = GPTNeoXConfig.from_dict(c.model_config.to_hf_dict())
-    model = GPTNeoXForCausalLM(config)
-    own = set(model.state_dict())
+    with torch.device(device):
+        model = GPTNeoXForCausalLM(config)
+    params = dict(model.named_parameters())
     # transformers 5 calls the output head lm_head in memory; files and our model say embed_out.
-    rename = {"embed_out.weight": "lm_head.weight"} if "lm_head.weight" in own else {}
-    model.load_state_dict({rename.get(k, k): v for k, v in c.state_dict(torch.float32)}, strict=True)
-    return model.to(device).eval()
-
+    rename = {"embed_out.weight": "lm_head.weight"} if "lm_head.weight" in params else {}
+    filled = set()
+    with torch.no_grad():
+        for name, t in c.state_dict(torch.float32):
+            name = rename.get(name, name)
+            if name not in params or params[name].shape != t.shape:
+                raise ExportError(f"{c.path}: {name} {tuple(t.shape)} has no place in transformers' GPT-NeoX")
+            params[name].copy_(t)
+            filled.add(name)
+    if filled != params.keys():
+        raise ExportError(f"{c.path}: no weights for {sorted(params.keys() - filled)[:5]}")
+    return model.eval()
 
 
 # -- writing ----------------------------------------------------------------------------------

@@ -36,6 +36,8 @@ class MetricsLogger:
             return
         self.path = run_dir / "metrics.jsonl"
         self.file = self.path.open("a", encoding="utf-8")
+        # The human-readable progress lines, kept next to the metrics (stdout may be lost).
+        self.log_file = (run_dir / "train.log").open("a", encoding="utf-8")
         mode = wandb_mode(cfg.logging.wandb.mode)
         if mode != "disabled":
             import wandb
@@ -57,11 +59,14 @@ class MetricsLogger:
             self.wandb.log({k: v for k, v in record.items() if isinstance(v, int | float)}, step=record.get("step"))
         if echo:
             print(echo, flush=True)
+            self.log_file.write(echo + "\n")
+            self.log_file.flush()
 
     def close(self) -> None:
         if not self.enabled:
             return
         self.file.close()
+        self.log_file.close()
         if self.wandb is not None:
             self.wandb.finish()
 

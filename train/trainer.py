@@ -110,6 +110,9 @@ def check_init_from(cfg: Config, explicit: set[str]) -> None:
         )
     keep = {k: getattr(cfg.model, k) for k in ("init_from", "activation_checkpointing", "init_seed")}
     cfg.model = ModelConfig(**{**asdict(found), **keep, "name": Path(cfg.model.init_from).name})
+    # Continued pretraining keeps the checkpoint's tokenizer unless another one is named.
+    if not cfg.tokenizer.path and (Path(cfg.model.init_from) / "tokenizer.json").is_file():
+        cfg.tokenizer.path = cfg.model.init_from
 
 
 class Trainer:
