@@ -26,6 +26,16 @@ from train.eval.select import Thresholds, flag_degenerate, recommend
 WINNER = 7  # the token the degenerate checkpoint always predicts
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, especially on a shared machine (8x measured under
+    load); the setting is put back for the other test modules."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # -- metrics and rules on hand-made inputs ------------------------------------------------------
 
 
@@ -205,3 +215,15 @@ def test_generate_from_a_checkpoint_equals_generate_from_its_export(run, tmp_pat
     ids = tok(prompt + exported, return_tensors="pt", add_special_tokens=False).input_ids
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, ours(ids), rtol=1e-4, atol=1e-4)
+
+
+def test_prompts_from_a_file(run, tmp_path):
+    from train.eval.select import Settings, select
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("배우들의 연기가 정말\n\n이 영화의 결말은\n", encoding="utf-8")
+    report = select(run, tmp_path / "out", Settings(prompts_file=str(prompts), new_tokens=20, val_samples=4, every=10))
+    assert [r["step"] for r in report["checkpoints"]] == [10, 40]  # the first, and always the last
+    assert report["prompt_source"] == f"2 prompts from {prompts}"
+    assert report["checkpoints"][0]["sample"]["prompt"] == "배우들의 연기가 정말"
+    assert (tmp_path / "out" / "selection.png").is_file()
