@@ -70,8 +70,22 @@ def write_plot(report: dict[str, Any], curve: list[dict[str, float]], path: Path
     if curve:
         ax_loss.plot([c["step"] for c in curve], [c["loss"] for c in curve], color="0.6", lw=1, label="training loss")
     ax_loss.plot(steps, [r["val_loss"] for r in rows], "o-", color="tab:blue", label="validation loss (held out)")
+    # A broken checkpoint can have a loss in the hundreds: keep the scale readable and write such
+    # values at the top edge instead of letting them flatten every other curve.
+    losses = sorted(r["val_loss"] for r in rows)
+    typical = losses[len(losses) // 2]
+    shown = [c["loss"] for c in curve] + [v for v in losses if v <= 2 * typical]
+    top = max(shown) * 1.05
+    ax_loss.set_ylim(min(shown) * 0.95, top)
+    for r in rows:
+        if r["val_loss"] > top:
+            ax_loss.annotate(f"{r['val_loss']:.0f} ^", (r["step"], top), xytext=(0, -14), textcoords="offset points",
+                             ha="center", color="tab:blue", fontsize=9)
     ax_rep.plot(steps, [r["seq_rep_4"] for r in rows], "o-", color="tab:orange", label="seq-rep-4 (greedy)")
     ax_rep.plot(steps, [r["seq_rep_1"] for r in rows], ".--", color="tab:orange", alpha=0.5, label="seq-rep-1")
+    n = report["settings"]["new_tokens"]
+    ax_rep.plot(steps, [r["mean_longest_run"] / n for r in rows], "s:", color="tab:brown", alpha=0.7,
+                label=f"mean longest run / {n} tokens")
     for ax, key in ((ax_loss, "val_loss"), (ax_rep, "seq_rep_4")):
         bad = [r for r in rows if r["degenerate"]]
         if bad:
@@ -84,15 +98,15 @@ def write_plot(report: dict[str, Any], curve: list[dict[str, float]], path: Path
         for b in report["epoch_boundaries"]:
             ax.axvline(b["step"], color="purple", ls=":", lw=1.5)
     for b in report["epoch_boundaries"]:
-        ax_loss.annotate(f"epoch {b['epoch']} starts", (b["step"], 0.0), xycoords=("data", "axes fraction"),
-                         xytext=(3, 4), textcoords="offset points", color="purple", fontsize=9)
+        ax_loss.annotate(f"epoch {b['epoch']} starts", (b["step"], 1.0), xycoords=("data", "axes fraction"),
+                         xytext=(3, -12), textcoords="offset points", color="purple", fontsize=9)
     ax_loss.set_ylabel("loss (nats/token)")
     ax_rep.set_ylabel("repetition")
     ax_rep.set_ylim(-0.02, 1.02)
     ax_rep.set_xlabel("step")
     ax_loss.set_title(f"checkpoint selection: {Path(report['run']).name}")
-    ax_loss.legend(loc="upper right", fontsize=9)
-    ax_rep.legend(loc="upper left", fontsize=9)
+    ax_loss.legend(loc="lower left", fontsize=9)
+    ax_rep.legend(loc="center left", fontsize=9)
     for ax in (ax_loss, ax_rep):
         ax.grid(alpha=0.3)
     fig.tight_layout()
