@@ -310,8 +310,23 @@ def select(run: str | Path, out: str | Path | None = None, settings: Settings | 
     return report
 
 
+EPILOG = """\
+A checkpoint is flagged degenerate when, compared with the best (lowest) value among the
+checkpoints evaluated before it, seq-rep-4 is above --rep-ratio times it and at least
+--rep-margin higher, or the mean longest run of one token is above --run-ratio times it and
+at least --run-margin tokens longer. The first checkpoint is never flagged. The recommended
+checkpoint is the non-degenerate one with the lowest validation loss.
+KoBEST: --kobest is reserved for ranking by KoBEST once the KoBEST evaluation command exists;
+it does not exist yet.
+"""
+
+
 def add_arguments(parser: Any) -> None:
+    import argparse
+
     t, s = Thresholds(), Settings()
+    parser.epilog = EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("run", metavar="RUN", help="run directory (RUN/checkpoints/stepNNNNNNNN ...)")
     parser.add_argument("--prompts", metavar="FILE", default=None,
                         help="prompts, one per line (or .jsonl with a 'text' field); default: the first "
