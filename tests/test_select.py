@@ -227,3 +227,13 @@ def test_prompts_from_a_file(run, tmp_path):
     assert report["prompt_source"] == f"2 prompts from {prompts}"
     assert report["checkpoints"][0]["sample"]["prompt"] == "배우들의 연기가 정말"
     assert (tmp_path / "out" / "selection.png").is_file()
+
+
+def test_export_the_recommended_checkpoint(selection, tmp_path):
+    from launch.cli import main
+
+    out, report = selection
+    assert main(["export", str(out), "--recommended", "--out", str(tmp_path / "hf")]) == 0
+    exported = json.loads((tmp_path / "hf" / "koneox_export.json").read_text())
+    assert exported["source"] == report["recommended"] and exported["step"] == report["recommended_step"]
+    assert main(["export", str(tmp_path), "--recommended", "--out", str(tmp_path / "x")]) == 2  # no selection.json

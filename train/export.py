@@ -439,10 +439,24 @@ def is_hf_dir(path: str | Path) -> bool:
 # -- command line -----------------------------------------------------------------------------
 
 
+def recommended_checkpoint(selection_dir: str | Path) -> str:
+    """The checkpoint recommended in ``selection_dir/selection.json`` (written by koneox select)."""
+    path = Path(selection_dir) / "selection.json"
+    if not path.is_file():
+        raise ExportError(f"{path}: not found; run `koneox select` first")
+    chosen = json.loads(path.read_text(encoding="utf-8")).get("recommended")
+    if not chosen:
+        raise ExportError(f"{path}: no checkpoint was recommended (every one was flagged as degenerate)")
+    return str(chosen)
+
+
 def add_arguments(parser: Any) -> None:
     parser.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN",
                         help="a checkpoint directory (RUN/checkpoints/stepNNNNNNNN) or a run directory (its latest)")
     parser.add_argument("--out", required=True, help="output Hugging Face directory")
+    parser.add_argument("--recommended", action="store_true",
+                        help="export the checkpoint that `koneox select` recommended: CHECKPOINT_OR_RUN is then "
+                             "the directory holding selection.json (the run directory by default)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,
                         help="weight dtype of the export (default: the training precision)")
     parser.add_argument("--max-shard-size", default="2GB", help="largest safetensors shard (default 2GB)")
@@ -452,7 +466,8 @@ def run(args: Any) -> int:
     import sys
 
     try:
-        export(args.checkpoint, args.out, dtype=args.dtype, max_shard_size=args.max_shard_size)
+        source = recommended_checkpoint(args.checkpoint) if args.recommended else args.checkpoint
+        export(source, args.out, dtype=args.dtype, max_shard_size=args.max_shard_size)
     except (ExportError, FileNotFoundError, ValueError) as e:
         print(f"koneox export: {e}", file=sys.stderr)
         return 2
