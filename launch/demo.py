@@ -99,6 +99,16 @@ def main(argv: list[str] | None = None) -> int:
     ]
     command(train_cmd, env={"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"})
 
+    banner("7. pick a checkpoint: held-out loss, degeneration, epoch boundaries")
+    command([*KONEOX, "select", str(out / "train")], env={"OMP_NUM_THREADS": "1"})
+    print((ROOT / out / "train" / "selection.md").read_text(encoding="utf-8"))
+
+    banner("8. export the recommended checkpoint to Hugging Face format")
+    command([*KONEOX, "export", str(out / "train"), "--recommended", "--out", str(out / "hf")])
+
+    banner("9. generate a Korean continuation with transformers")
+    command([*KONEOX, "generate", str(out / "hf"), "--prompt", "이 영화 정말", "--greedy", "--max-new-tokens", "40"])
+
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s; outputs in {out}/", flush=True)
     return 0
 
