@@ -94,11 +94,12 @@ def metrics(run_dir: Path) -> dict[int, dict]:
     return rows
 
 
-def assert_same_curve(a: dict[int, dict], b: dict[int, dict], rel: float = 1e-4) -> None:
+def assert_same_curve(a: dict[int, dict], b: dict[int, dict], rel: float = 1e-5) -> None:
+    """Per-step loss and gradient norm agree (fp32; measured differences are about 1e-7)."""
     assert sorted(a) == sorted(b) == list(range(1, len(a) + 1))
     for step in a:
         assert a[step]["loss"] == pytest.approx(b[step]["loss"], rel=rel), step
-        assert a[step]["grad_norm"] == pytest.approx(b[step]["grad_norm"], rel=rel * 10), step
+        assert a[step]["grad_norm"] == pytest.approx(b[step]["grad_norm"], rel=rel), step
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +160,7 @@ def test_resume_is_exact(tmp_path, packed, straight, name):
     assert ckpt.latest_tag(resumed / "checkpoints") == "step00000003"
     second = launch(2, overrides(resumed, packed, **layout))
     assert "resumed from" in second and "at step 3" in second
-    assert_same_curve(metrics(resumed), metrics(straight[name][0]), rel=1e-5)
+    assert_same_curve(metrics(resumed), metrics(straight[name][0]), rel=1e-7)
 
 
 def test_sigterm_saves_a_checkpoint_and_resume_continues(tmp_path, packed):
