@@ -14,6 +14,19 @@ SHARED = REPO.parent / "shared"
 CORPUS = SHARED / "corpus"
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread, especially on a shared machine (8x measured under
+    load); the setting is put back for the other test modules. Use with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def korean_texts() -> list[str]:
     """Real Korean documents from the bundled sample: reviews and law text."""

@@ -29,14 +29,7 @@ SAMPLE = REPO / "data" / "samples" / "nsmc_reviews.jsonl.gz"
 VOCAB = 2000
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, especially on a shared machine (8x measured under
-    load); the setting is put back for the other test modules."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_data(root: Path, docs: int) -> tuple[Path, Path]:

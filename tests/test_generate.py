@@ -13,14 +13,7 @@ from model import GPTNeoX, ModelConfig
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "samples" / "nsmc_reviews.jsonl.gz"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, especially on a shared machine (8x measured under
-    load); the setting is put back for the other test modules."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

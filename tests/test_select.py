@@ -26,14 +26,7 @@ from train.eval.select import Thresholds, flag_degenerate, recommend
 WINNER = 7  # the token the degenerate checkpoint always predicts
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, especially on a shared machine (8x measured under
-    load); the setting is put back for the other test modules."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- metrics and rules on hand-made inputs ------------------------------------------------------
