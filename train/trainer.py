@@ -78,13 +78,20 @@ def no_decay(name: str) -> bool:
 
 
 def build_model(cfg: Config) -> GPTNeoX:
-    """Random init from the config, or the weights of ``model.init_from`` (continued pretraining)."""
-    if not cfg.model.init_from:
+    """Random init from the config, or the weights of ``model.init_from`` (continued pretraining).
+
+    The model is built directly in the training precision: DeepSpeed would cast it anyway, and a
+    16-bit build halves the host memory each rank needs before AutoTP shards it (12.8B: 26 GB
+    instead of 52 GB). The initial values are still drawn in fp32 from the seeded generator."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.precision, torch.float32)
+    if cfg.model.init_from:
+        return GPTNeoX.from_pretrained(cfg.model.init_from, dtype=dtype)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
         return GPTNeoX(cfg.model)
-    model = GPTNeoX.from_pretrained(cfg.model.init_from)
-    if cfg.train.precision == "fp32":
-        model = model.float()
-    return model
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def check_init_from(cfg: Config, explicit: set[str]) -> None:
