@@ -10,6 +10,7 @@ import gzip
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -67,7 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-steps", type=int, default=300, help="optimizer steps of the demo training run")
     args = parser.parse_args(argv)
     out = Path(args.out)
-    (ROOT / out).mkdir(parents=True, exist_ok=True)
+    if (ROOT / out).exists():
+        # The demo's own outputs: start fresh, or training would resume from the last run.
+        print(f"removing the previous demo outputs in {out}/", flush=True)
+        shutil.rmtree(ROOT / out)
+    (ROOT / out).mkdir(parents=True)
     start = time.perf_counter()
 
     banner("1. model sizes (built on the meta device, no memory used)")
