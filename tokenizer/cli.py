@@ -43,6 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults.prune_threshold,
         help="drop tokens whose Hangul uses straddle morphemes more often than this (1 = off)",
     )
+    parser.add_argument(
+        "--cross-budget",
+        type=lambda v: None if v.lower() == "none" else float(v),
+        default=defaults.cross_budget,
+        help="straddling rate (x the plain BPE's) to spend on plain-BPE words after pruning ('none' = off)",
+    )
     parser.add_argument("--no-compare", action="store_true", help="skip the plain byte-level BPE comparison")
 
 

@@ -27,6 +27,9 @@ class TokenizerConfig:
     """Encode-measure-prune passes over the training sample."""
     prune_bytes: int = 8_000_000
     """Bytes of the training sample encoded to find tokens that straddle morphemes."""
+    cross_budget: float | None = 0.195
+    """After pruning, spend this straddling-rate budget (a multiple of the plain BPE's rate on the
+    sample) on words of the plain BPE that save the most tokens per straddling use (None = off)."""
     extra_merges: float = 0.1
     """Learn this share more entries than needed so pruning can still leave exactly vocab_size."""
     compare_plain: bool = True

@@ -267,6 +267,91 @@ def _prune(
     return _rebuild(base, merges, drop, learned_size), history
 
 
+def _add_words(
+    tok: Tokenizer, plain: Tokenizer, docs: list[str], budget: float
+) -> tuple[Tokenizer, dict[str, float | int]]:
+    """Give some of the plain BPE's tokens to ours, in place of our least-used tokens.
+
+    Pruning leaves our straddling rate well below the target while compression falls short.
+    Each plain token we lack is a word (or word piece) that our encoder splits into k pieces;
+    adding it saves about k-1 tokens per use and straddles a morpheme where it does in the
+    plain BPE. Candidates are ranked by tokens saved per straddling use on ``docs`` (word
+    pieces that never straddle first, then long words). Each becomes a chain of merges applied
+    after all of ours, so it only joins our finished pieces, and its new entries replace our
+    least-used leaf tokens (nothing is built on those), so the size stays. The longest prefix
+    of the ranking whose measured straddling rate on ``docs`` stays within ``budget`` times
+    the plain BPE's is kept (binary search; the rate grows with the prefix).
+    """
+    vocab, merges = _model_parts(tok)
+    ours, theirs = measure(tok, docs), measure(plain, docs)
+    decoder = decoders.ByteLevel()
+    candidates = []
+    for token, i in plain.get_vocab().items():
+        uses = int(theirs.token_count[i])
+        if token in vocab or uses < 5:
+            continue
+        pieces = tok.encode(decoder.decode([token]), add_special_tokens=False).tokens
+        if len(pieces) < 2 or "".join(pieces) != token:
+            continue
+        saved, cross = (len(pieces) - 1) * uses, int(theirs.cross_count[i])
+        candidates.append((saved / max(cross, 1), saved, token, pieces))
+    candidates.sort(key=lambda c: (-c[0], -c[1], c[2]))  # the token breaks ties: a stable order
+    parts = {left for left, _ in merges} | {right for _, right in merges}
+    leaves = [
+        t
+        for _, _, t in sorted(
+            (int(ours.token_count[i]), -i, t)
+            for t, i in vocab.items()
+            if i >= len(SPECIAL_TOKENS) + 256 and t not in parts
+        )
+    ]
+
+    def build(n: int) -> tuple[Tokenizer, int]:
+        have, added, new, used = set(vocab), [], [], set()
+        for _, _, _, pieces in candidates[:n]:
+            current = pieces[0]
+            used.add(current)
+            for piece in pieces[1:]:
+                if current + piece not in have:
+                    have.add(current + piece)
+                    new.append(current + piece)
+                    added.append((current, piece))
+                current += piece
+                used |= {piece, current}  # every link of the chain must stay
+        drop = set([t for t in leaves if t not in used][: len(new)])
+        ids: dict[str, int] = {}
+        for t, _ in sorted(vocab.items(), key=lambda item: item[1]):
+            if t not in drop:
+                ids[t] = len(ids)
+        for t in new:
+            ids[t] = len(ids)
+        out = Tokenizer(models.BPE(vocab=ids, merges=[m for m in merges if m[0] + m[1] not in drop] + added))
+        out.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        out.decoder = decoders.ByteLevel()
+        return out, len(new)
+
+    limit = budget * theirs.cross_morpheme_rate
+    lo, hi = 0, len(candidates)
+    best = ours
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        stats = measure(build(mid)[0], docs)
+        if stats.cross_morpheme_rate <= limit:
+            lo, best = mid, stats
+        else:
+            hi = mid - 1
+    out, entries = build(lo)
+    info: dict[str, float | int] = {
+        "words_added": lo,
+        "entries_added": entries,
+        "sample_cross_rate_ratio": round(
+            best.cross_morpheme_rate / max(theirs.cross_morpheme_rate, 1e-12), 4
+        ),
+        "sample_bytes_per_token_ratio": round(best.bytes_per_token / max(theirs.bytes_per_token, 1e-12), 4),
+    }
+    return out, info
+
+
 def _fill(tok: Tokenizer, plain: Tokenizer, size: int) -> tuple[Tokenizer, int]:
     """Append ``plain``'s merges (in its order) whose parts we have, up to ``size`` entries."""
     vocab, merges = _model_parts(tok)
@@ -378,15 +463,29 @@ def train_tokenizer(
         timings["prune_s"] = time.perf_counter() - t
         plain: Tokenizer | None = None
         filled = 0
-        if tok.get_vocab_size() < learned_size:
-            # The sample is too small: every morpheme piece is already a single token. Fill
-            # the rest with the plain BPE's merges (same sample, word-level pre-tokens), in
-            # its order and after all of ours, so they only apply where ours are exhausted.
+        words: dict[str, float | int] = {}
+        if prune and cfg.cross_budget is not None and tok.get_vocab_size() == learned_size:
             t = time.perf_counter()
             plain = _learn(
                 (strip_markers(m) for m in _read_marked(work / "train.jsonl")), learned_size, False
             )
             timings["plain_learn_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+            # every n-th document: the file is in input order, so its head is one source only
+            step = max(1, counts["train_bytes"] // max(cfg.prune_bytes // 4, 1))
+            sample = [m for k, m in enumerate(_read_marked(work / "train.jsonl")) if k % step == 0]
+            tok, words = _add_words(tok, plain, sample, cfg.cross_budget)
+            timings["words_s"] = time.perf_counter() - t
+        if tok.get_vocab_size() < learned_size:
+            # The sample is too small: every morpheme piece is already a single token. Fill
+            # the rest with the plain BPE's merges (same sample, word-level pre-tokens), in
+            # its order and after all of ours, so they only apply where ours are exhausted.
+            if plain is None:
+                t = time.perf_counter()
+                plain = _learn(
+                    (strip_markers(m) for m in _read_marked(work / "train.jsonl")), learned_size, False
+                )
+                timings["plain_learn_s"] = time.perf_counter() - t
             tok, filled = _fill(tok, plain, learned_size)
         if tok.get_vocab_size() != learned_size:
             raise RuntimeError(
@@ -406,6 +505,7 @@ def train_tokenizer(
             "learned_before_pruning": learned,
             "pruning": history,
             "filled_from_plain_bpe": filled,
+            "words_from_plain_bpe": words,
         }
         ours = measure(tok, heldout) if heldout else None
         report["ours"] = ours.summary() if ours else None
