@@ -23,9 +23,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model import GPTNeoX, ModelConfig  # noqa: E402
-
-# Dense bf16 peak of known accelerators, for MFU.
-PEAK_TFLOPS = {"A100": 312.0, "H100": 989.0, "H200": 989.0}
+from train.metrics import peak_tflops  # noqa: E402
 
 
 def step(model, ids: torch.Tensor, hf: bool) -> None:
@@ -86,7 +84,7 @@ def main() -> None:
         line = f"{name:>13}: {rate[name]:10,.0f} tokens/s (median of {len(ts)} steps)"
         if device == "cuda":
             gpu = torch.cuda.get_device_name()
-            peak = next((v for k, v in PEAK_TFLOPS.items() if k in gpu), None)
+            peak = peak_tflops(gpu)
             tflops = rate[name] * cfg.flops_per_token(args.seq) / 1e12
             line += f", {tflops:.1f} TFLOP/s" + (f", MFU {tflops / peak:.3f}" if peak else "")
         print(line)

@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model import GPTNeoX  # noqa: E402
 from train.config import load_config  # noqa: E402
 from train.ds_config import deepspeed_config  # noqa: E402
-from train.trainer import PEAK_TFLOPS, init_distributed, no_decay  # noqa: E402
+from train.metrics import peak_tflops  # noqa: E402
+from train.trainer import init_distributed, no_decay  # noqa: E402
 
 
 def main() -> None:
@@ -99,7 +100,7 @@ def main() -> None:
         line = f"{name:>20}: {rate:12,.0f} tokens/s"
         if gpu:
             tflops = rate * cfg.model.flops_per_token(T) / 1e12
-            peak = next((v for k, v in PEAK_TFLOPS.items() if k in torch.cuda.get_device_name()), None)
+            peak = peak_tflops(torch.cuda.get_device_name())
             line += f", {tflops:6.1f} TFLOP/s" + (f", MFU {tflops / peak:.3f}" if peak else "")
         print(line)
     print(f"ratio koneox / plain PyTorch: {ours / plain:.3f}")

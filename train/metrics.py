@@ -11,6 +11,14 @@ from typing import Any
 
 from train.config import Config
 
+# Dense bf16 peak TFLOP/s of known accelerators, for MFU.
+PEAK_TFLOPS = {"A100": 312.0, "A800": 312.0, "H100": 989.0, "H200": 989.0, "H800": 989.0}
+
+
+def peak_tflops(device_name: str) -> float | None:
+    """Dense bf16 peak of a GPU by its name (``torch.cuda.get_device_name()``), None if unknown."""
+    return next((v for k, v in PEAK_TFLOPS.items() if k in device_name), None)
+
 
 def wandb_mode(requested: str) -> str:
     """'auto' means online only when an API key is configured (env or ~/.netrc), else offline."""

@@ -28,12 +28,9 @@ from model import GPTNeoX, ModelConfig
 from train import checkpoint as ckpt
 from train.config import Config, ConfigError
 from train.ds_config import deepspeed_config
-from train.metrics import MetricsLogger
+from train.metrics import MetricsLogger, peak_tflops
 from train.parallel import check_sharded
 from train.schedule import lr_at
-
-# Dense bf16 peak TFLOP/s of known accelerators, for MFU.
-PEAK_TFLOPS = {"A100": 312.0, "H100": 989.0, "H200": 989.0, "H800": 989.0, "A800": 312.0}
 
 
 @dataclass
@@ -319,10 +316,7 @@ class Trainer:
         cfg, t = self.cfg, self.cfg.train
         seq = cfg.data.seq_len
         flops_per_token = cfg.model.flops_per_token(seq)
-        peak = None
-        if torch.cuda.is_available():
-            name = torch.cuda.get_device_name()
-            peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+        peak = peak_tflops(torch.cuda.get_device_name()) if torch.cuda.is_available() else None
         if self.is_main:
             print(f"training {cfg.model.name} ({cfg.model.num_parameters():,} parameters) on {self.world_size} "
                   f"rank(s): tensor_parallel {cfg.parallel.tensor_parallel} x data_parallel {self.dp_size}, "
