@@ -25,9 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model import GPTNeoX  # noqa: E402
 from train.config import load_config  # noqa: E402
+from train.distributed import init_distributed  # noqa: E402
 from train.ds_config import deepspeed_config  # noqa: E402
 from train.metrics import peak_tflops  # noqa: E402
-from train.trainer import init_distributed, no_decay  # noqa: E402
+from train.trainer import no_decay  # noqa: E402
 
 
 def main() -> None:

@@ -285,6 +285,38 @@ class IndexedDatasetWriter:
             p.unlink(missing_ok=True)
 
 
+def verify_token_ids(prefixes: Sequence[str | os.PathLike], vocab_size: int, stamp: Path | None = None) -> int:
+    """Check every dataset for token ids outside ``vocab_size``; return how many files were scanned.
+
+    With ``stamp`` (a JSON file), a ``.bin`` whose size and modification time match the stamp's
+    record for this vocabulary size is not scanned again, so a restart of a 1 TB run costs
+    nothing; the stamp is updated after each file that passes."""
+    import json
+
+    seen: dict = {}
+    if stamp is not None and stamp.is_file():
+        try:
+            seen = json.loads(stamp.read_text())
+        except ValueError:
+            seen = {}
+    scanned = 0
+    for prefix in prefixes:
+        ds = IndexedDataset(prefix)
+        st = ds.bin_file.stat()
+        key = str(ds.bin_file.resolve())
+        record = [st.st_size, st.st_mtime_ns, vocab_size]
+        if seen.get(key) == record:
+            continue
+        ds.check_token_ids(vocab_size)
+        scanned += 1
+        if stamp is not None:
+            seen[key] = record
+            tmp = stamp.with_name(stamp.name + ".tmp")
+            tmp.write_text(json.dumps(seen, indent=1) + "\n")
+            os.replace(tmp, stamp)
+    return scanned
+
+
 def merge(prefixes: Sequence[str | os.PathLike], out_prefix: str | os.PathLike) -> dict:
     """Concatenate packed datasets into one, keeping every document boundary.
 

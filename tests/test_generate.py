@@ -65,3 +65,28 @@ def test_sampling_depends_on_the_seed_and_cli_runs(hf_dir, capsys):
     assert main(["generate", str(hf_dir), "--prompt", "최고의 영화", "--max-new-tokens", "5", "--greedy"]) == 0
     assert "최고의 영화" in capsys.readouterr().out
     assert main(["generate", str(hf_dir / "missing"), "--prompt", "x"]) == 2
+
+
+def test_inference_dtype_is_the_training_dtype_on_gpu_and_fp32_on_cpu():
+    """select/generate used to build every model in fp32, which does not fit a 12.8B on a 40 GB A100."""
+    from train.export import ExportError, inference_dtype
+
+    assert inference_dtype("cuda", "bf16")[0] == torch.bfloat16
+    assert inference_dtype("cuda:1", "fp16")[0] == torch.float16
+    assert "training precision" in inference_dtype("cuda", "bf16")[1]
+    assert inference_dtype("cuda", "fp32")[0] == torch.float32
+    assert inference_dtype("cpu", "bf16")[0] == torch.float32
+    assert inference_dtype("cuda", "bf16", "fp32")[0] == torch.float32
+    assert inference_dtype("cpu", "fp32", "bf16")[0] == torch.bfloat16
+    with pytest.raises(ExportError, match="dtype 'int8'"):
+        inference_dtype("cpu", "bf16", "int8")
+
+
+def test_generate_loads_in_the_requested_dtype(hf_dir, capsys):
+    from train.generate import generate, load
+
+    model, _ = load(hf_dir, "cpu", "bf16")
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    text = generate(hf_dir, "배우들의 연기가", max_new_tokens=4, greedy=True, dtype="bf16")
+    assert text.strip()
+    assert "in bf16 (--dtype)" in capsys.readouterr().err

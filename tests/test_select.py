@@ -230,3 +230,18 @@ def test_export_the_recommended_checkpoint(selection, tmp_path):
     exported = json.loads((tmp_path / "hf" / "koneox_export.json").read_text())
     assert exported["source"] == report["recommended"] and exported["step"] == report["recommended_step"]
     assert main(["export", str(tmp_path), "--recommended", "--out", str(tmp_path / "x")]) == 2  # no selection.json
+
+
+def test_checkpoint_model_is_built_directly_in_the_inference_dtype(run):
+    """On a GPU select/generate build the checkpoint's model in its training dtype; the build
+    never makes a wider copy (checked on CPU with bf16 requested)."""
+    import torch
+
+    from train.export import hf_model, open_checkpoint
+
+    c = open_checkpoint(run)
+    full = hf_model(c, "cpu", torch.float32)
+    half = hf_model(c, "cpu", torch.bfloat16)
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
+    for (name, a), (_, b) in zip(full.named_parameters(), half.named_parameters(), strict=True):
+        assert torch.equal(a.to(torch.bfloat16), b), name

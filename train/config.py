@@ -80,7 +80,12 @@ class TrainConfig:
     max_nonfinite_steps: int = 5
     """Stop (with a checkpoint) after this many consecutive steps with a non-finite loss."""
     compile: bool = False
-    """Wrap the model in torch.compile."""
+    """Compile the model in place (``module.compile()``, so checkpoint names stay exportable)."""
+    grad_accum_dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Dtype gradients are accumulated in over micro-batches with bf16/fp16 training (fp32 as in
+    Megatron and GPT-NeoX; bf16 halves gradient memory but loses precision over many steps)."""
+    grad_reduce_dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Dtype of the data-parallel gradient reduction (DeepSpeed's ``communication_data_type``)."""
     exit_interval: int = 0
     """Save and exit once the step count is a multiple of this, as if pre-empted (0 = off); rerun to resume."""
 
@@ -93,6 +98,13 @@ class ParallelConfig:
     """Expected data-parallel size, checked against the launcher's world size (0 = take it from there)."""
     zero_stage: int = 1
     """ZeRO stage 0, 1 or 2 (3 is experimental)."""
+    reduce_bucket_size: int = 500_000_000
+    """Elements per DeepSpeed gradient-reduction bucket (also counted in the memory estimate)."""
+    allgather_bucket_size: int = 500_000_000
+    """Elements per DeepSpeed all-gather bucket."""
+    timeout_minutes: int = 60
+    """Timeout of every collective: long checkpoint saves and slow starts on hundreds of ranks
+    must not trip it (DeepSpeed's default is 10 minutes)."""
 
 
 @dataclass
@@ -169,6 +181,10 @@ class Config:
             fail("parallel.zero_stage",
                  "ZeRO stage 0 with tensor_parallel > 1 is refused: DeepSpeed's non-ZeRO optimizer path "
                  "reports a wrong gradient norm with AutoTP (REFERENCE §5); use zero_stage 1 or 2")
+        if p.zero_stage == 0 and t.precision != "fp32" and t.grad_accum_dtype != t.precision:
+            fail("train.grad_accum_dtype",
+                 f"ZeRO stage 0 accumulates gradients in the model dtype only (DeepSpeed has no {t.grad_accum_dtype} "
+                 f"accumulation without ZeRO); use parallel.zero_stage 1, or set train.grad_accum_dtype={t.precision}")
         if p.data_parallel < 0:
             fail("parallel.data_parallel", f"must be >= 0, got {p.data_parallel}")
         for key in ("micro_batch_size", "train_steps", "log_interval"):

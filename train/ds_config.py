@@ -21,8 +21,8 @@ def deepspeed_config(cfg: Config, dp_size: int) -> dict:
             # Bucket sizes as in GPT-NeoX's large configs; overlap hides the reduce behind backward.
             "overlap_comm": p.zero_stage >= 2,
             "contiguous_gradients": True,
-            "reduce_bucket_size": 500_000_000,
-            "allgather_bucket_size": 500_000_000,
+            "reduce_bucket_size": p.reduce_bucket_size,
+            "allgather_bucket_size": p.allgather_bucket_size,
         },
         "steps_per_print": 1 << 30,  # we log ourselves
         "wall_clock_breakdown": False,
@@ -34,6 +34,13 @@ def deepspeed_config(cfg: Config, dp_size: int) -> dict:
         # after 1000 clean steps.
         ds["fp16"] = {"enabled": True, "loss_scale": 0, "initial_scale_power": 16,
                       "loss_scale_window": 1000, "hysteresis": 2, "min_loss_scale": 1}
+    if t.precision != "fp32":
+        # DeepSpeed would accumulate micro-batch gradients and reduce them across data-parallel
+        # ranks in the 16-bit model dtype (REFERENCE §5); Megatron and GPT-NeoX use fp32 for both.
+        # bf16 + ZeRO-1 + fp32 accumulation selects DeepSpeed's BF16_Optimizer; ZeRO-2 keeps its
+        # ZeRO optimizer with a separate fp32 gradient partition.
+        ds["data_types"] = {"grad_accum_dtype": t.grad_accum_dtype}
+        ds["communication_data_type"] = t.grad_reduce_dtype
     if p.tensor_parallel > 1:
         ds["tensor_parallel"] = autotp_config(p.tensor_parallel)
     else:

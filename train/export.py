@@ -287,23 +287,43 @@ def load_model(path: str | Path, dtype: torch.dtype = torch.float32) -> tuple[GP
     return model.eval(), c
 
 
-def hf_model(c: Checkpoint, device: str = "cpu") -> torch.nn.Module:
-    """``transformers.GPTNeoXForCausalLM`` with the checkpoint's weights (fp32): the model an
-    export of this checkpoint would give, and one with a KV cache for generation.
+def inference_dtype(device: str, precision: str, requested: str | None = None) -> tuple[torch.dtype, str]:
+    """(dtype, why) for evaluating or generating from a model trained in ``precision``.
 
-    Built directly on ``device`` and filled one joined weight at a time, so the host never
-    holds a second full copy of the weights."""
+    On a GPU the default is the training dtype: a 12.8B model in fp32 needs 52 GB and does not fit
+    a 40 GB A100, in bf16 it needs 26 GB. On a CPU the default stays fp32 (16-bit matmuls are
+    slow there). ``requested`` ('fp32', 'bf16', 'fp16') overrides both."""
+    if requested:
+        if requested not in DTYPES:
+            raise ExportError(f"dtype {requested!r}: choose from {', '.join(DTYPES)}")
+        return DTYPES[requested], f"{requested} (--dtype)"
+    if torch.device(device).type != "cpu" and precision in DTYPES and precision != "fp32":
+        return DTYPES[precision], f"{precision}, the training precision, on {device} (--dtype fp32 to override)"
+    return torch.float32, f"fp32 on {device}"
+
+
+def hf_model(c: Checkpoint, device: str = "cpu", dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """``transformers.GPTNeoXForCausalLM`` with the checkpoint's weights in ``dtype``: the model
+    an export of this checkpoint would give, and one with a KV cache for generation.
+
+    Built directly on ``device`` in ``dtype`` and filled one joined weight at a time, so neither
+    the host nor the GPU ever holds a second or wider copy of the weights."""
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     config = GPTNeoXConfig.from_dict(c.model_config.to_hf_dict())
-    with torch.device(device):
-        model = GPTNeoXForCausalLM(config)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = GPTNeoXForCausalLM(config)
+    finally:
+        torch.set_default_dtype(previous)
     params = dict(model.named_parameters())
     # transformers 5 calls the output head lm_head in memory; files and our model say embed_out.
     rename = {"embed_out.weight": "lm_head.weight"} if "lm_head.weight" in params else {}
     filled = set()
     with torch.no_grad():
-        for name, t in c.state_dict(torch.float32):
+        for name, t in c.state_dict(dtype):
             name = rename.get(name, name)
             if name not in params or params[name].shape != t.shape:
                 raise ExportError(f"{c.path}: {name} {tuple(t.shape)} has no place in transformers' GPT-NeoX")

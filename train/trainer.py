@@ -10,11 +10,11 @@ global batch (all micro-batches, all data-parallel ranks), so it is comparable a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import signal
-import socket
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from model import GPTNeoX, ModelConfig
 from train import checkpoint as ckpt
 from train.config import Config, ConfigError
+from train.distributed import broadcast_object, check_shared_directory, init_distributed
 from train.ds_config import deepspeed_config
 from train.metrics import MetricsLogger, peak_tflops
 from train.parallel import check_sharded
@@ -44,29 +45,40 @@ class TrainState:
     epoch: float = 0.0
     """Fractional epoch of the training data after the last step."""
     skipped_steps: int = 0
-    """Steps skipped because the loss was not finite."""
+    """Steps whose optimizer update was skipped (non-finite loss or gradients), as the engine counts."""
     nonfinite_streak: int = 0
     """Consecutive skipped steps so far."""
 
 
-def init_distributed() -> tuple[int, int, int]:
-    """(rank, world_size, local_rank), initialising torch.distributed through DeepSpeed.
+# Fault injection for tests: "STEP:MICRO:RANK[,...]" makes that rank's loss NaN at that micro-batch
+# (1-based step, 0-based micro-batch), to prove that every rank skips the step together.
+INJECT_ENV = "KONEOX_INJECT_NONFINITE"
+STOP_FILE = "stop"
+"""A file of this name in the run directory asks the run to save and exit (removed when done)."""
+FINISHED_FILE = "finished"
+"""Written to the run directory (holding the step) once ``train.train_steps`` are done."""
 
-    A plain ``python launch/train.py`` has no launcher environment and DeepSpeed would go
-    looking for MPI (REFERENCE §5), so a single-process environment is set up first."""
-    import deepspeed
 
-    if "RANK" not in os.environ:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    deepspeed.init_distributed(dist_backend=backend)
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-    return dist.get_rank(), dist.get_world_size(), local_rank
+def _injections() -> set[tuple[int, int, int]]:
+    spec = os.environ.get(INJECT_ENV, "")
+    return {tuple(int(x) for x in item.split(":")) for item in spec.split(",") if item.strip()}
+
+
+class SkippingAdamW(torch.optim.AdamW):
+    """AdamW that leaves weights, moments and step count alone when any gradient is not finite,
+    and says so through ``overflow`` as DeepSpeed's own optimizers do: the engine then counts a
+    skipped step and does not advance the LR schedule. Only needed without ZeRO, where DeepSpeed
+    calls this optimizer directly; its ZeRO and bf16 optimizers check the gradient norm themselves."""
+
+    overflow = False
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        self.overflow = bool(grads) and not bool(torch.stack([g.float().sum() for g in grads]).isfinite().all())
+        if self.overflow:
+            return None
+        return super().step(closure)
 
 
 def no_decay(name: str) -> bool:
@@ -128,6 +140,7 @@ class Trainer:
         check_init_from(cfg, explicit_keys or set())
         self.state = TrainState()
         self.stop_signal = 0
+        self._inject = _injections()
 
     # -- setup -----------------------------------------------------------------------------
 
@@ -136,7 +149,7 @@ class Trainer:
         from deepspeed.utils import groups
 
         cfg = self.cfg
-        self.rank, self.world_size, self.local_rank = init_distributed()
+        self.rank, self.world_size, self.local_rank = init_distributed(cfg.parallel.timeout_minutes)
         cfg.check(world_size=self.world_size)
         tp = cfg.parallel.tensor_parallel
         self.dp_size = self.world_size // tp
@@ -147,16 +160,23 @@ class Trainer:
         if self.is_main:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(cfg.to_yaml())
+            # A stop request or a "finished" mark left by an earlier job is not for this one.
+            for name in (STOP_FILE, FINISHED_FILE):
+                (self.run_dir / name).unlink(missing_ok=True)
         dist.barrier()
+        check_shared_directory(self.run_dir)
 
         torch.manual_seed(cfg.train.seed)
         model = build_model(cfg)
         if cfg.train.compile:
-            model = torch.compile(model)
+            # In place: torch.compile(model) would wrap it, and DeepSpeed would save every weight
+            # under "_orig_mod.", which export, select and generate cannot place.
+            model.compile()
         decay = [p for n, p in model.named_parameters() if not no_decay(n)]
         plain = [p for n, p in model.named_parameters() if no_decay(n)]
         t = cfg.train
-        optimizer = torch.optim.AdamW(
+        adamw = SkippingAdamW if cfg.parallel.zero_stage == 0 else torch.optim.AdamW
+        optimizer = adamw(
             [{"params": decay, "weight_decay": t.weight_decay}, {"params": plain, "weight_decay": 0.0}],
             lr=t.lr, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_eps,
             fused=torch.cuda.is_available(),
@@ -186,13 +206,37 @@ class Trainer:
         from data.loader import DataLoader
 
         cfg = self.cfg
-        sets = build_datasets(cfg.data, vocab_size=cfg.model.padded_vocab_size)
+        self._verify_token_ids()
+        # Every rank opens and validates the files (cheap); the token-id scan above ran once.
+        sets = build_datasets(dataclasses.replace(cfg.data, verify_token_ids=False),
+                              vocab_size=cfg.model.padded_vocab_size)
         self.train_loader = DataLoader(sets["train"], micro_batch_size=self.micro,
                                        dp_rank=self.dp_rank, dp_size=self.dp_size)
         self.valid_set = sets.get("valid")
 
+    def _verify_token_ids(self) -> None:
+        """Scan the corpus for out-of-vocabulary ids once: on rank 0, skipping files whose size and
+        mtime match the run's stamp, and share the verdict (256 ranks scanning 1 TB would not do)."""
+        from data.indexed import IndexedDatasetError, verify_token_ids
+
+        cfg = self.cfg
+        if not cfg.data.verify_token_ids:
+            return
+        error = None
+        if self.is_main:
+            try:
+                verify_token_ids(cfg.data.train_paths, cfg.model.padded_vocab_size,
+                                 stamp=self.run_dir / "token_check.json")
+            except (IndexedDatasetError, OSError) as e:
+                error = str(e)
+        error = broadcast_object(error)
+        if error:
+            raise IndexedDatasetError(error)
+
     def _resume(self) -> None:
-        tag = ckpt.latest_tag(self.ckpt_dir)
+        # Rank 0 reads the pointer and tells the others: every rank must load the same tag, or
+        # none, or the collectives inside load_checkpoint would not match.
+        tag = broadcast_object(ckpt.latest_tag(self.ckpt_dir) if self.is_main else None)
         if tag is None:
             return
         load_path, _ = self.engine.load_checkpoint(str(self.ckpt_dir), tag=tag)
@@ -215,8 +259,11 @@ class Trainer:
         logits = self.engine(tokens[:, :-1])  # (B, T, V)
         return F.cross_entropy(logits.float().flatten(0, 1), tokens[:, 1:].flatten())
 
-    def _zero_loss(self) -> torch.Tensor:
-        return sum(p.sum() * 0.0 for p in self.engine.module.parameters() if p.requires_grad)
+    def _nonfinite_loss(self) -> torch.Tensor:
+        """A loss whose gradient is NaN for every parameter, built the same way on every rank, so
+        every rank reduces the same buckets in the same order; the optimizer then sees a
+        non-finite gradient norm and skips the whole step (weights, moments, LR schedule)."""
+        return sum(p.sum() for p in self.engine.module.parameters() if p.requires_grad) * float("nan")
 
     def _all_mean(self, value: torch.Tensor) -> torch.Tensor:
         """Mean over data-parallel ranks (tensor-parallel ranks hold identical values)."""
@@ -225,43 +272,44 @@ class Trainer:
         return value / self.world_size
 
     def train_step(self) -> dict[str, float]:
-        """One optimizer step over ``accum`` micro-batches. A non-finite loss anywhere skips the
-        update on every rank: that micro-batch contributes zero gradients and the learning rate
-        is 0 for the step, so the weights do not move (Adam's moments still decay once)."""
+        """One optimizer step over ``accum`` micro-batches.
+
+        After each micro-batch's forward pass every rank learns whether any rank's loss was not
+        finite (one scalar all-reduce), and all of them then backward the same kind of graph: the
+        real loss, or :meth:`_nonfinite_loss`. A rank deciding alone would make ZeRO-2 reduce
+        gradient buckets in a different order on different ranks (a collective mismatch: a hang or
+        silent corruption on NCCL). A poisoned step is skipped by the optimizer itself, on every
+        rank, as DeepSpeed skips a bf16/fp16 overflow: nothing moves, not even Adam's moments."""
         losses = []
-        nonfinite = torch.zeros((), device=self.device)
         epoch = self.state.epoch
-        for _ in range(self.accum):
+        skipped_before = self.engine.skipped_steps
+        lr_used = self.engine.get_lr()[0]  # what this step's update uses, set by the scheduler
+        for micro in range(self.accum):
             batch = next(self.train_loader)
             loss = self._loss(batch.tokens)
-            finite = torch.isfinite(loss)
-            nonfinite = torch.maximum(nonfinite, (~finite).float())
-            # A bad loss backwards an exact zero built from the weights instead: every rank runs
-            # the same collectives, and no NaN from the bad graph reaches the gradients.
-            self.engine.backward(loss if finite else self._zero_loss())
+            if (self.state.step + 1, micro, self.rank) in self._inject:
+                loss = loss * float("nan")
+            bad = (~torch.isfinite(loss.detach())).float()
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+            self.engine.backward(self._nonfinite_loss() if bad.item() else loss)
             losses.append(loss.detach())
             epoch = batch.epoch
-            last_step = self.engine.is_gradient_accumulation_boundary()
-            if last_step:
-                dist.all_reduce(nonfinite, op=dist.ReduceOp.MAX)
-                if nonfinite.item():
-                    for group in self.engine.optimizer.param_groups:
-                        group["lr"] = 0.0
             self.engine.step()
-        skipped = bool(nonfinite.item())
+        skipped = self.engine.skipped_steps > skipped_before
         s = self.state
         s.step += 1
         s.consumed_samples += self.global_batch
         s.consumed_tokens += self.global_batch * self.cfg.data.seq_len
         s.epoch = epoch
-        s.skipped_steps += skipped
+        s.skipped_steps = self.engine.skipped_steps
         s.nonfinite_streak = s.nonfinite_streak + 1 if skipped else 0
         loss = self._all_mean(torch.stack(losses).mean()).item()
         grad_norm = self.engine.get_global_grad_norm()
         return {
             "loss": loss,
             "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
-            "lr": lr_at(s.step - 1, self.cfg.train),
+            # The learning rate of the update, or 0 when there was none (the schedule holds).
+            "lr": 0.0 if skipped else lr_used,
             "skipped": skipped,
         }
 
@@ -283,6 +331,7 @@ class Trainer:
     # -- checkpoints -----------------------------------------------------------------------
 
     def save(self) -> Path:
+        start = time.perf_counter()
         tag = ckpt.tag_for(self.state.step)
         meta = {
             "state": asdict(self.state),
@@ -302,11 +351,21 @@ class Trainer:
             ckpt.write_latest(self.ckpt_dir, tag)
             ckpt.prune(self.ckpt_dir, self.cfg.train.keep_last, self.cfg.train.keep_every)
         dist.barrier()
+        seconds = time.perf_counter() - start
+        if self.is_main:
+            size = sum(f.stat().st_size for f in (self.ckpt_dir / tag).rglob("*") if f.is_file())
+            # Pre-emption must leave this much time (plus a margin) between the signal and the kill.
+            self.metrics.log({"step": self.state.step, "save_seconds": round(seconds, 3), "checkpoint_bytes": size},
+                             echo=f"step {self.state.step:>6} | saved {tag} ({size / 1e9:.2f} GB) in {seconds:.1f} s")
         return self.ckpt_dir / tag
 
     # -- loop ------------------------------------------------------------------------------
 
     def _stop_requested(self) -> bool:
+        """A signal on any rank, ``train.exit_interval``, or a file ``RUN/stop`` (checked by rank 0:
+        what a Slurm batch script touches when its time runs out) stops every rank together."""
+        if self.is_main and not self.stop_signal and (self.run_dir / STOP_FILE).exists():
+            self.stop_signal = -2
         flag = torch.tensor(float(self.stop_signal), device=self.device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item())
@@ -322,6 +381,10 @@ class Trainer:
                   f"rank(s): tensor_parallel {cfg.parallel.tensor_parallel} x data_parallel {self.dp_size}, "
                   f"ZeRO-{cfg.parallel.zero_stage}, {t.precision}, batch {self.micro} x {self.accum} x "
                   f"{self.dp_size} = {self.global_batch} x {seq} tokens; run dir {self.run_dir}", flush=True)
+            dtypes = self.ds_config.get("data_types", {}).get("grad_accum_dtype", t.precision)
+            print(f"optimizer {type(self.engine.optimizer).__name__}: gradients accumulated in {dtypes}, reduced in "
+                  f"{self.ds_config.get('communication_data_type', t.precision)}; collective timeout "
+                  f"{cfg.parallel.timeout_minutes} min", flush=True)
         last_saved = self.state.step
         tick, tokens_since = time.perf_counter(), 0
         try:
@@ -341,6 +404,9 @@ class Trainer:
                     }
                     if peak:
                         record["mfu"] = tflops / peak
+                    if torch.cuda.is_available():
+                        # Peak since start on this rank, to set against the memory estimate.
+                        record["max_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
                     self.metrics.log(record, echo=(
                         f"step {s.step:>6}/{t.train_steps} | loss {out['loss']:.4f} | lr {out['lr']:.2e} | "
                         f"grad {out['grad_norm']:.3f} | {tps:,.0f} tok/s | epoch {s.epoch:.3f}"
@@ -367,12 +433,17 @@ class Trainer:
                     if last_saved != s.step:
                         self.save()
                     if self.is_main:
-                        why = "train.exit_interval" if self.stop_signal == -1 else f"signal {self.stop_signal}"
+                        why = {-1: "train.exit_interval", -2: f"the file {self.run_dir / STOP_FILE}"}.get(
+                            self.stop_signal, f"signal {self.stop_signal}")
+                        (self.run_dir / STOP_FILE).unlink(missing_ok=True)
                         print(f"stopped by {why} at step {s.step}; "
                               "checkpoint saved, rerun the same command to resume", flush=True)
                     return self.state
             if last_saved != self.state.step:
                 self.save()
+            if self.is_main:
+                # What a requeueing job script checks: absent means "resume me".
+                (self.run_dir / FINISHED_FILE).write_text(f"{self.state.step}\n")
         finally:
             self.metrics.close()
         return self.state

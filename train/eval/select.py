@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from train.eval.degeneration import rep_l_hits, summarize
-from train.export import Checkpoint, ExportError, hf_model, list_checkpoints, open_checkpoint
+from train.export import Checkpoint, ExportError, hf_model, inference_dtype, list_checkpoints, open_checkpoint
 
 
 @dataclass
@@ -87,6 +87,9 @@ class Settings:
     """Evaluate every K-th checkpoint (the last one always)."""
     device: str = "cpu"
     """torch device for evaluation."""
+    dtype: str | None = None
+    """Weights dtype: None = the training precision on a GPU (a 12.8B model does not fit a 40 GB
+    A100 in fp32), fp32 on a CPU."""
     thresholds: Thresholds = field(default_factory=Thresholds)
 
 
@@ -271,7 +274,10 @@ def select(run: str | Path, out: str | Path | None = None, settings: Settings | 
     for path in chosen:
         start = time.perf_counter()
         c = open_checkpoint(path)
-        model = hf_model(c, settings.device)
+        torch_dtype, why = inference_dtype(settings.device, c.precision, settings.dtype)
+        if path == chosen[0]:
+            log(f"  weights in {why}")
+        model = hf_model(c, settings.device, torch_dtype)
         row: dict[str, Any] = {"checkpoint": str(path), "step": c.step, "epoch": c.epoch,
                                "consumed_tokens": c.meta["state"].get("consumed_tokens")}
         row.update(validation(model, tokens, settings))
@@ -338,6 +344,8 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--val-samples", type=int, default=s.val_samples, help="validation samples of seq_len tokens")
     parser.add_argument("--batch-size", type=int, default=s.batch_size)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None,
+                        help="weights dtype (default: the training precision on a GPU, fp32 on a CPU)")
     parser.add_argument("--rep-ratio", type=float, default=t.rep_ratio,
                         help="degenerate when seq-rep-4 > RATIO x the best earlier checkpoint's ...")
     parser.add_argument("--rep-margin", type=float, default=t.rep_margin, help="... and >= MARGIN above it")
@@ -358,7 +366,7 @@ def run(args: Any) -> int:
                     run_margin=args.run_margin)
     settings = Settings(prompts_file=args.prompts, num_prompts=args.num_prompts, new_tokens=args.new_tokens,
                         val_samples=args.val_samples, batch_size=args.batch_size, every=args.every,
-                        device=args.device, thresholds=th)
+                        device=args.device, dtype=args.dtype, thresholds=th)
     try:
         select(args.run, args.out, settings)
     except (ExportError, FileNotFoundError, ValueError) as e:
