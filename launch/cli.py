@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "select": ("train.eval.select", "evaluate a run's checkpoints (held-out loss, degeneration) and pick one"),
     "export": ("train.export", "turn a training checkpoint into a Hugging Face GPT-NeoX directory"),
     "generate": ("train.generate", "generate text from an exported model or a checkpoint, streaming tokens"),
+    "plan": ("train.plan", "rank parallel layouts for a cluster: memory per GPU, step time, checkpoint save"),
 }
 
 

@@ -34,7 +34,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def dry_run(cfg: Config) -> None:
     from train.ds_config import deepspeed_config
-    from train.memory import estimate
+    from train.memory import deepspeed_optimizer, estimate
+    from train.plan import FS_WRITE_GBPS, checkpoint_bytes, save_seconds, signal_lead_seconds
 
     tp = cfg.parallel.tensor_parallel
     env_world = int(os.environ.get("WORLD_SIZE", "0"))
@@ -43,6 +44,10 @@ def dry_run(cfg: Config) -> None:
     cfg.check(world_size=world)
     micro, accum, glob = cfg.batch_layout(dp)
     mem = estimate(cfg, dp)
+    # The launcher sets LOCAL_WORLD_SIZE; without one, assume nodes of 8 GPUs.
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE") or min(8, world))
+    nodes = max(1, world // per_node)
+    ckpt = checkpoint_bytes(cfg, nodes, per_node)
     m = cfg.model
     print(f"model        {m.name}: {m.num_parameters():,} parameters ({m.num_layers} layers, hidden {m.hidden_size}, "
           f"{m.num_heads} heads, rotary dims {m.rotary_dims}, vocab {m.padded_vocab_size})")
@@ -50,9 +55,12 @@ def dry_run(cfg: Config) -> None:
           f"{cfg.train.precision}; activation checkpointing {'on' if m.activation_checkpointing else 'off'}")
     print(f"batch        {micro} micro x {accum} accumulation x {dp} data-parallel = {glob} sequences "
           f"x {cfg.data.seq_len} tokens = {glob * cfg.data.seq_len:,} tokens per step")
-    print(f"parameters per GPU  {mem['params_per_rank']:,.0f}")
+    print(f"parameters per GPU  {mem['params_per_gpu']:,.0f}; DeepSpeed optimizer {deepspeed_optimizer(cfg)}")
     print("memory per GPU (estimate, GiB): " + ", ".join(
         f"{k.removesuffix('_gib')} {v:.1f}" for k, v in mem.items() if k.endswith("_gib")))
+    print(f"checkpoint   {ckpt['total'] / 1e9:.1f} GB in all, {ckpt['per_node'] / 1e9:.1f} GB from the busiest of "
+          f"{nodes} node(s) x {per_node} GPUs: about {save_seconds(cfg, nodes, per_node):.0f} s to save at "
+          f"{FS_WRITE_GBPS} GB/s per node -> sbatch --signal=USR1@{signal_lead_seconds(cfg, nodes, per_node)}")
     print("deepspeed config:")
     print(json.dumps(deepspeed_config(cfg, dp), indent=2))
 

@@ -11,13 +11,30 @@ from typing import Any
 
 from train.config import Config
 
-# Dense bf16 peak TFLOP/s of known accelerators, for MFU.
-PEAK_TFLOPS = {"A100": 312.0, "A800": 312.0, "H100": 989.0, "H200": 989.0, "H800": 989.0}
+# Dense bf16 peak TFLOP/s of known accelerators, for MFU (NVIDIA data sheets, without sparsity).
+# Keys are matched as substrings of torch.cuda.get_device_name(), case-insensitively, the longest
+# key first, so "NVIDIA H100 PCIe" finds "H100 PCIe" before "H100". Hopper comes in three power
+# and clock classes: SXM (989, e.g. "NVIDIA H100 80GB HBM3", "NVIDIA H200"), NVL (835) and PCIe
+# (756). Ampere A100 is 312 in both PCIe and SXM form ("NVIDIA A100-PCIE-40GB", "...-SXM4-80GB").
+PEAK_TFLOPS = {
+    "A100": 312.0,
+    "A800": 312.0,
+    "H100": 989.0,
+    "H100 NVL": 835.0,
+    "H100 PCIe": 756.0,
+    "H200": 989.0,
+    "H200 NVL": 835.0,
+    "H800": 989.0,
+    "H800 PCIe": 756.0,
+}
 
 
 def peak_tflops(device_name: str) -> float | None:
-    """Dense bf16 peak of a GPU by its name (``torch.cuda.get_device_name()``), None if unknown."""
-    return next((v for k, v in PEAK_TFLOPS.items() if k in device_name), None)
+    """Dense bf16 peak of a GPU by its name (``torch.cuda.get_device_name()``), None if unknown.
+    The most specific (longest) matching table key wins."""
+    name = device_name.lower()
+    matches = [key for key in PEAK_TFLOPS if key.lower() in name]
+    return PEAK_TFLOPS[max(matches, key=len)] if matches else None
 
 
 def wandb_mode(requested: str) -> str:
