@@ -162,3 +162,20 @@ def test_cli_table_and_config_error(capsys):
     assert "recommended: tensor_parallel" in out and "--signal=USR1@" in out
     assert koneox(["plan", "--config", "1.3b.yaml", "--nodes", "2", "train.nope=1"]) == 2
     assert "train.nope: unknown key" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_shipped_configs_name_the_planners_recommendation(size):
+    """Each shipped config keeps Polyglot-Ko's layout and says so; the override line in its header
+    must give exactly the layout the planner recommends for 32 x 8 A100-80G (so it cannot rot)."""
+    from train.config import CONFIG_DIR
+
+    header = (CONFIG_DIR / f"{size}.yaml").read_text().split("\nname:")[0].splitlines()
+    line = header[header.index("# layout, which no GPU run has confirmed yet; to follow the planner, append:") + 1]
+    followed = load_config(f"{size}.yaml", line.removeprefix("#").split())
+    rec = plan(load_config(f"{size}.yaml"), cluster(32))["recommended"]
+    assert (followed.parallel.tensor_parallel, followed.parallel.zero_stage, followed.train.micro_batch_size,
+            followed.batch_layout(256 // followed.parallel.tensor_parallel)[1],
+            followed.model.activation_checkpointing) == (
+        rec["tensor_parallel"], rec["zero_stage"], rec["micro_batch_size"], rec["grad_accum"],
+        rec["activation_checkpointing"])
