@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("train.export", "turn a training checkpoint into a Hugging Face GPT-NeoX directory"),
     "generate": ("train.generate", "generate text from an exported model or a checkpoint, streaming tokens"),
     "plan": ("train.plan", "rank parallel layouts for a cluster: memory per GPU, step time, checkpoint save"),
+    "slurm": ("launch.slurm", "check a multi-node layout and write the sbatch script that trains it"),
 }
 
 

@@ -264,12 +264,13 @@ def test_token_ids_are_scanned_once_per_file_version(tmp_path, packed):  # noqa:
 # -- 5 + 6: pre-emption bookkeeping ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_stop_file_saves_and_exits_and_save_time_is_logged(tmp_path, packed):  # noqa: F811
     run = tmp_path / "run"
     run.mkdir()
     (run / "stop").write_text("left over from an earlier job\n")  # must not stop this one
     args = overrides(run, packed, **{"train.train_steps": 100000, "train.warmup_steps": 10})
-    proc = launch(1, args, wait=False)
+    proc = launch(2, args, wait=False)  # rank 0 sees the file, rank 1 must stop with it
     import time
 
     deadline = time.time() + 300
