@@ -366,8 +366,12 @@ class Trainer:
         what a Slurm batch script touches when its time runs out) stops every rank together."""
         if self.is_main and not self.stop_signal and (self.run_dir / STOP_FILE).exists():
             self.stop_signal = -2
-        flag = torch.tensor(float(self.stop_signal), device=self.device)
+        # Signal numbers and the negative codes of exit_interval / the stop file must not cancel
+        # out in the reduction: every rank only says whether it wants to stop.
+        flag = torch.tensor(float(self.stop_signal != 0), device=self.device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item() and not self.stop_signal:
+            self.stop_signal = -3
         return bool(flag.item())
 
     def fit(self) -> TrainState:
@@ -433,7 +437,8 @@ class Trainer:
                     if last_saved != s.step:
                         self.save()
                     if self.is_main:
-                        why = {-1: "train.exit_interval", -2: f"the file {self.run_dir / STOP_FILE}"}.get(
+                        why = {-1: "train.exit_interval", -2: f"the file {self.run_dir / STOP_FILE}",
+                               -3: "a signal to another rank"}.get(
                             self.stop_signal, f"signal {self.stop_signal}")
                         (self.run_dir / STOP_FILE).unlink(missing_ok=True)
                         print(f"stopped by {why} at step {s.step}; "
