@@ -24,14 +24,13 @@ of that weight across tensor-parallel ranks therefore keeps whole heads on each 
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from model.config import ModelConfig
+from model.init import init_values, materialize
 
 
 def rotary_cos_sin(
@@ -121,8 +120,8 @@ class GPTNeoX(nn.Module):
         self.config = cfg
         self.gpt_neox = Backbone(cfg)
         self.embed_out = nn.Linear(cfg.hidden_size, cfg.padded_vocab_size, bias=False)
-        # On the meta device there is nothing to initialise; call init_weights() after
-        # materialising (``to_empty``) or load a state dict instead.
+        # On the meta device there is nothing to initialise: fill it with model.init.materialize
+        # (values or a checkpoint, optionally one shard of each tensor), or to_empty + init_weights.
         if self.embed_out.weight.device.type != "meta":
             self.init_weights()
 
@@ -141,23 +140,13 @@ class GPTNeoX(nn.Module):
 
     @torch.no_grad()
     def init_weights(self, seed: int | None = None) -> None:
-        """GPT-NeoX initialisation: 'small init' N(0, sqrt(2/(5h))) everywhere, and the two
-        projections that write into the residual stream scaled by depth ('wang init',
-        N(0, 2/(L*sqrt(h)))) so the residual's variance does not grow with the layer count.
-        Biases are zero, LayerNorms identity. Deterministic for a given seed."""
-        cfg = self.config
-        gen = torch.Generator(device="cpu").manual_seed(cfg.init_seed if seed is None else seed)
-        small = cfg.small_init_std
-        wang = 2.0 / (cfg.num_layers * math.sqrt(cfg.hidden_size))
-        for name, p in self.named_parameters():
-            if name.endswith("bias"):
-                p.zero_()
-            elif "layernorm" in name or "layer_norm" in name:
-                p.fill_(1.0)
-            else:
-                std = wang if name.endswith(("attention.dense.weight", "dense_4h_to_h.weight")) else small
-                # Draw on CPU with our generator so the result does not depend on the device.
-                p.copy_(torch.empty(p.shape, dtype=torch.float32).normal_(0.0, std, generator=gen))
+        """GPT-NeoX initialisation in place (``model.init.init_values``: small init, depth-scaled
+        output projections, zero biases, identity LayerNorms). Deterministic for a given seed,
+        and equal to what ``model.init.materialize`` gives a model built on the meta device."""
+        params = self.named_parameters()
+        for (name, p), (source_name, value) in zip(params, init_values(self.config, seed), strict=True):
+            assert name == source_name, (name, source_name)
+            p.copy_(value)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -171,13 +160,12 @@ class GPTNeoX(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str, dtype: torch.dtype | None = None) -> GPTNeoX:
-        from model.hf_io import load_config, load_state_dict
+        """Load a Hugging Face GPT-NeoX directory one tensor at a time (``dtype``: cast to it;
+        default: keep the file's)."""
+        from model.hf_io import load_config, open_weights
 
         cfg = load_config(path)
         with torch.device("meta"):
             model = cls(cfg)
-        state = load_state_dict(path, model.state_dict().keys())
-        if dtype is not None:
-            state = {k: v.to(dtype) for k, v in state.items()}
-        model.load_state_dict(state, strict=True, assign=True)
+        materialize(model, open_weights(path, [name for name, _ in model.named_parameters()]), dtype=dtype)
         return model

@@ -3,14 +3,17 @@
 Written: ``config.json`` and ``model.safetensors`` (or ``model-0000i-of-0000n.safetensors``
 shards plus ``model.safetensors.index.json`` above ``max_shard_bytes``).
 Read: the same, or ``pytorch_model.bin`` (sharded or not) as older checkpoints such as
-polyglot-ko ship them, loaded with ``torch.load(weights_only=True)``.
+polyglot-ko ship them, loaded with ``torch.load(weights_only=True, mmap=True)``. Reading goes
+one tensor at a time (``open_weights``), and from safetensors only the block a tensor-parallel
+rank keeps is read from disk (``model.init.materialize``).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -54,40 +57,54 @@ def _weight_files(path: Path) -> list[Path]:
     raise CheckpointError(f"{path}: no model.safetensors[.index.json] or pytorch_model.bin[.index.json]")
 
 
-def iter_tensors(path: str | Path) -> Iterable[tuple[str, torch.Tensor, Path]]:
-    """Yield (checkpoint name, tensor, file) one tensor at a time, shard by shard."""
-    for file in _weight_files(Path(path)):
-        if file.suffix == ".safetensors":
-            with safe_open(str(file), framework="pt") as f:
-                for name in f.keys():  # noqa: SIM118 (safe_open is not a dict)
-                    yield name, f.get_tensor(name), file
-        else:
-            state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-            for name, tensor in state.items():
-                yield name, tensor, file
+def _names(file: Path) -> list[str]:
+    """Tensor names in one weight file (a safetensors header, or a memory-mapped .bin)."""
+    if file.suffix == ".safetensors":
+        with safe_open(str(file), framework="pt") as f:
+            return list(f.keys())
+    return list(torch.load(file, map_location="cpu", weights_only=True, mmap=True))
 
 
-def load_state_dict(path: str | Path, expected: Iterable[str]) -> dict[str, torch.Tensor]:
-    """Read every weight of a GPT-NeoX directory; refuse missing or unexpected names."""
+def open_weights(path: str | Path, expected: Iterable[str]) -> Iterator[tuple[str, Any]]:
+    """Yield (name, tensor) for every weight of a GPT-NeoX directory, one at a time, for
+    ``model.init.materialize``. From safetensors the tensor is a lazy slice (``get_slice``):
+    indexing it reads only that block from disk, so a tensor-parallel rank never reads the rest;
+    from a .bin it is memory-mapped. The names are checked against ``expected`` before any data
+    is read: missing or unexpected weights are refused, naming the file."""
+    path = Path(path)
+    files = _weight_files(path)
     expected = set(expected)
-    state: dict[str, torch.Tensor] = {}
+    found: set[str] = set()
     unexpected: list[str] = []
-    for name, tensor, file in iter_tensors(path):
-        name = _RENAMES.get(name, name)
-        if name.endswith(_IGNORED_SUFFIXES):
-            continue
-        if name not in expected:
-            unexpected.append(f"{name} (in {file.name})")
-            continue
-        state[name] = tensor
-    missing = sorted(expected - state.keys())
+    for file in files:
+        for raw in _names(file):
+            name = _RENAMES.get(raw, raw)
+            if name.endswith(_IGNORED_SUFFIXES):
+                continue
+            if name in expected:
+                found.add(name)
+            else:
+                unexpected.append(f"{name} (in {file.name})")
+    missing = sorted(expected - found)
     if missing or unexpected:
         raise CheckpointError(
             f"{path}: weights do not match the GPT-NeoX layout of its config.json; "
             f"missing: {missing[:5]}{' ...' if len(missing) > 5 else ''}; "
             f"unexpected: {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}"
         )
-    return state
+    for file in files:
+        if file.suffix == ".safetensors":
+            with safe_open(str(file), framework="pt") as f:
+                for raw in f.keys():  # noqa: SIM118 (safe_open is not a dict)
+                    if not raw.endswith(_IGNORED_SUFFIXES):
+                        yield _RENAMES.get(raw, raw), f.get_slice(raw)
+        else:
+            state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+            for raw in list(state):
+                tensor = state.pop(raw)
+                if not raw.endswith(_IGNORED_SUFFIXES):
+                    yield _RENAMES.get(raw, raw), tensor
+                del tensor
 
 
 def save_pretrained(
