@@ -411,6 +411,7 @@ class Trainer:
                     if torch.cuda.is_available():
                         # Peak since start on this rank, to set against the memory estimate.
                         record["max_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+                        record["max_memory_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
                     self.metrics.log(record, echo=(
                         f"step {s.step:>6}/{t.train_steps} | loss {out['loss']:.4f} | lr {out['lr']:.2e} | "
                         f"grad {out['grad_norm']:.3f} | {tps:,.0f} tok/s | epoch {s.epoch:.3f}"
