@@ -104,14 +104,20 @@ def main(argv: list[str] | None = None) -> int:
     ]
     command(train_cmd, env={"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"})
 
-    banner("7. pick a checkpoint: held-out loss, degeneration, epoch boundaries")
+    banner("7. plan the 12.8B on 32 nodes x 8 A100-80G and render its Slurm job (not submitted)")
+    command([*KONEOX, "plan", "--config", "12.8b.yaml", "--nodes", "32", "--gpus-per-node", "8",
+             "--gpu", "a100-80g"])
+    command([*KONEOX, "slurm", "--config", "12.8b.yaml", "--nodes", "32", "--time", "2-00:00:00",
+             "--out", str(out / "train-12.8b.sbatch"), f"train.run_dir={out / 'runs-12.8b'}"])
+
+    banner("8. pick a checkpoint: held-out loss, degeneration, epoch boundaries")
     command([*KONEOX, "select", str(out / "train")], env={"OMP_NUM_THREADS": "1"})
     print((ROOT / out / "train" / "selection.md").read_text(encoding="utf-8"))
 
-    banner("8. export the recommended checkpoint to Hugging Face format")
+    banner("9. export the recommended checkpoint to Hugging Face format")
     command([*KONEOX, "export", str(out / "train"), "--recommended", "--out", str(out / "hf")])
 
-    banner("9. generate a Korean continuation with transformers")
+    banner("10. generate a Korean continuation with transformers")
     command([*KONEOX, "generate", str(out / "hf"), "--prompt", "이 영화 정말", "--greedy", "--max-new-tokens", "40"])
 
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s; outputs in {out}/", flush=True)
