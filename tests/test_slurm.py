@@ -12,7 +12,6 @@ If the cluster cannot start, the tests fail with the daemons' logs.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import io
 import json
 import math
@@ -23,12 +22,11 @@ from pathlib import Path
 
 import pytest
 from slurm_cluster import SlurmCluster
+from test_train import VOCAB
 
 from train import checkpoint as ckpt
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "data" / "samples" / "nsmc_reviews.jsonl.gz"
-VOCAB = 4000
 STEPS = 16
 FINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE")
 
@@ -41,27 +39,6 @@ def cluster(tmp_path_factory):
         yield c
     finally:
         c.stop()
-
-
-@pytest.fixture(scope="module")
-def packed(tmp_path_factory) -> str:
-    """The bundled reviews, tokenized with a small BPE and packed to .bin/.idx (as in test_train)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    from data.pack import pack
-
-    root = tmp_path_factory.mktemp("data")
-    with gzip.open(SAMPLE, "rt", encoding="utf-8") as f:
-        texts = [json.loads(line)["text"] for line in f]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(texts, trainers.BpeTrainer(
-        vocab_size=VOCAB, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>").save_pretrained(root / "tok")
-    pack([str(SAMPLE)], str(root / "tok"), str(root / "reviews"), num_proc=1)
-    return str(root / "reviews")
 
 
 def overrides(run_dir: Path, packed: str, **extra) -> list[str]:

@@ -7,7 +7,6 @@ with a small byte-level BPE trained in the fixture. Multi-rank runs go through t
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import os
@@ -19,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import PACKED_VOCAB
 
 from train import checkpoint as ckpt
 from train.config import TrainConfig
@@ -26,28 +26,7 @@ from train.schedule import lr_at
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "samples" / "nsmc_reviews.jsonl.gz"
-VOCAB = 4000
-
-
-@pytest.fixture(scope="module")
-def packed(tmp_path_factory) -> str:
-    """The bundled reviews, tokenized with a small BPE and packed to .bin/.idx."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    from data.pack import pack
-
-    root = tmp_path_factory.mktemp("data")
-    with gzip.open(SAMPLE, "rt", encoding="utf-8") as f:
-        texts = [json.loads(line)["text"] for line in f]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(texts, trainers.BpeTrainer(
-        vocab_size=VOCAB, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>").save_pretrained(root / "tok")
-    pack([str(SAMPLE)], str(root / "tok"), str(root / "reviews"), num_proc=1)
-    return str(root / "reviews")
+VOCAB = PACKED_VOCAB  # the vocabulary of the packed fixture (conftest)
 
 
 def free_port() -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_train import REPO, VOCAB, free_port, launch, metrics, overrides, packed  # noqa: F401
+from test_train import REPO, VOCAB, free_port, launch, metrics, overrides
 
 from train import checkpoint as ckpt
 from train.config import TrainConfig
@@ -63,7 +63,7 @@ NAN_LAYOUTS = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(NAN_LAYOUTS))
-def test_nan_on_one_rank_skips_the_step_on_every_rank(tmp_path, packed, name, monkeypatch):  # noqa: F811
+def test_nan_on_one_rank_skips_the_step_on_every_rank(tmp_path, packed, name, monkeypatch):
     """bf16, small gradient buckets (many reductions per step), NaN on rank 1's second micro-batch
     of step 2: every rank skips step 2 together, the checkpoint after it equals the one before it
     in every tensor (weights, fp32 master partitions, Adam moments and step counts, scheduler),
@@ -91,7 +91,7 @@ def test_nan_on_one_rank_skips_the_step_on_every_rank(tmp_path, packed, name, mo
 
 
 @pytest.mark.slow
-def test_bf16_accumulates_in_fp32_and_tensor_parallel_matches_one_process(tmp_path, packed):  # noqa: F811
+def test_bf16_accumulates_in_fp32_and_tensor_parallel_matches_one_process(tmp_path, packed):
     bf16 = {"train.precision": "bf16", "train.train_steps": 4}
     single = launch(1, overrides(tmp_path / "single", packed, **bf16))
     assert "optimizer BF16_Optimizer: gradients accumulated in fp32, reduced in fp32" in single
@@ -107,7 +107,7 @@ def test_bf16_accumulates_in_fp32_and_tensor_parallel_matches_one_process(tmp_pa
         assert a[step]["grad_norm"] == pytest.approx(b[step]["grad_norm"], rel=5e-2), step
 
 
-def test_bf16_accumulation_is_a_switch(tmp_path, packed):  # noqa: F811
+def test_bf16_accumulation_is_a_switch(tmp_path, packed):
     from train.config import ConfigError, load_config
     from train.ds_config import deepspeed_config
 
@@ -123,7 +123,7 @@ def test_bf16_accumulation_is_a_switch(tmp_path, packed):  # noqa: F811
 
 
 @pytest.mark.slow
-def test_compiled_training_checkpoint_exports_with_equal_logits(tmp_path, packed):  # noqa: F811
+def test_compiled_training_checkpoint_exports_with_equal_logits(tmp_path, packed):
     from transformers import AutoModelForCausalLM
 
     from model import GPTNeoX, ModelConfig
@@ -179,7 +179,7 @@ def test_launcher_environments_are_translated_or_refused(monkeypatch):
 
 
 @pytest.mark.slow
-def test_two_processes_started_like_srun_form_one_world(tmp_path, packed):  # noqa: F811
+def test_two_processes_started_like_srun_form_one_world(tmp_path, packed):
     """Two plain `python launch/train.py` processes with Slurm's variables and no RANK train as
     one data-parallel world (before: two independent one-process runs in one directory)."""
     run = tmp_path / "run"
@@ -242,7 +242,7 @@ def test_run_directory_must_be_shared(tmp_path):
     assert not list(shared.iterdir()) and not list(local[0].iterdir())  # the probe is removed
 
 
-def test_token_ids_are_scanned_once_per_file_version(tmp_path, packed):  # noqa: F811
+def test_token_ids_are_scanned_once_per_file_version(tmp_path, packed):
     import shutil
 
     from data.indexed import IndexedDatasetError, verify_token_ids
@@ -265,7 +265,7 @@ def test_token_ids_are_scanned_once_per_file_version(tmp_path, packed):  # noqa:
 
 
 @pytest.mark.slow
-def test_stop_file_saves_and_exits_and_save_time_is_logged(tmp_path, packed):  # noqa: F811
+def test_stop_file_saves_and_exits_and_save_time_is_logged(tmp_path, packed):
     run = tmp_path / "run"
     run.mkdir()
     (run / "stop").write_text("left over from an earlier job\n")  # must not stop this one
