@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
 import re
 import subprocess
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from slurm_cluster import SlurmCluster
-from test_train import VOCAB
+from test_train import VOCAB, metrics
 
 from train import checkpoint as ckpt
 
@@ -103,16 +102,6 @@ def wait_for_job(cluster: SlurmCluster, job: int, log: Path, timeout: float = 30
         time.sleep(0.5)
     cluster.run("scancel", str(job), check=False)
     pytest.fail(f"job {job} still {last} after {timeout:.0f} s\n{diagnose(cluster, log)}")
-
-
-def metrics(run_dir: Path) -> dict[int, dict]:
-    """Last record per step (a resumed run re-logs the steps after its checkpoint)."""
-    rows = {}
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        if "loss" in rec:
-            rows[rec["step"]] = rec
-    return rows
 
 
 def run_job(cluster: SlurmCluster, script: Path, run_dir: Path, name: str) -> tuple[int, str]:
