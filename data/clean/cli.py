@@ -27,8 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the pipeline and print where the report is; 1 on strict-mode input errors."""
-    from data.clean.pipeline import StrictInputError, clean_files
+    """Run the pipeline and print where the report is; 1 on strict-mode input errors, 128 + the
+    signal number when SIGTERM/SIGINT stopped it (rerunning the same command resumes)."""
+    from data.clean.pipeline import CleanInterrupted, StrictInputError, clean_files
 
     cfg = load_clean_config(args.config) if args.config else CleanConfig()
     if args.text_field:
@@ -48,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
     except StrictInputError as e:
         print(f"koneox clean: {e}", file=sys.stderr)
         return 1
+    except CleanInterrupted as e:
+        print(f"koneox clean: {e}", file=sys.stderr)
+        return 128 + e.signum
     print(
         f"{report['documents_in']:,} in -> {report['output_documents']:,} out "
         f"(kept {report['kept']:,}, dropped {report['dropped_total']:,}, rejected {report['rejected_input']:,}) "

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from data.stage import write_text_atomic
+
 MAX_LISTED = 50  # bad records listed in report.md; report.json lists all of them
 
 
@@ -70,9 +72,8 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 
 def write_report(report: dict[str, Any], out_dir: str | Path) -> None:
-    """Write ``report.json`` and ``report.md`` into ``out_dir``."""
+    """Write ``report.json`` and ``report.md`` into ``out_dir``, each under a temporary name
+    first (``data/stage.py``), so a kill never leaves half a report."""
     out = Path(out_dir)
-    (out / "report.json").write_text(
-        json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
-    )
-    (out / "report.md").write_text(render_markdown(report), encoding="utf-8")
+    write_text_atomic(out / "report.json", json.dumps(report, ensure_ascii=False, indent=2) + "\n")
+    write_text_atomic(out / "report.md", render_markdown(report))
