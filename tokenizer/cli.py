@@ -3,10 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import fields
 
 from tokenizer.config import TokenizerConfig
+from tokenizer.memory import describe_model
 from tokenizer.morph import POLICIES
+
+_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+
+
+def byte_size(value: str) -> int:
+    """``1000000``, ``500M``, ``2G``, ``1.5T`` (powers of 1000), or ``all`` (= 0)."""
+    text = value.strip().upper().removesuffix("B")
+    if text == "ALL":
+        return 0
+    unit = text[-1:] if text[-1:] in _UNITS else ""
+    try:
+        number = float(text[: len(text) - len(unit)])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a size (e.g. 500M, 2G, 1000000, all)") from None
+    return int(number * _UNITS[unit])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,9 +42,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--sample-bytes",
-        type=int,
+        type=byte_size,
         default=None,
-        help="train on a deterministic sample of about N bytes drawn across all inputs (default: everything)",
+        help=f"train on a deterministic sample of N bytes of text drawn across all inputs (e.g. 500M, 2G; "
+        f"'all' = everything; default {defaults.sample_bytes / 1e9:g}G). Memory of BPE learning: "
+        f"{describe_model().replace('%', '%%')}. A sample that would not fit is refused before reading",
+    )
+    parser.add_argument(
+        "--memory-budget",
+        type=byte_size,
+        default=None,
+        help="bytes BPE learning may use, checked against the sample before reading "
+        "(default: MemAvailable of this machine); raise it to force a larger sample",
+    )
+    parser.add_argument(
+        "--sample-spread",
+        type=float,
+        default=defaults.sample_spread,
+        help="read about this many times the sample, the same share from the start of every input",
     )
     parser.add_argument("--num-proc", type=int, default=None, help="MeCab processes (default: all cores)")
     parser.add_argument("--text-field", default=defaults.text_field, help="field that holds the text")
@@ -53,17 +85,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train; 1 with a one-line message when the inputs or the memory budget refuse the run."""
+    from data.stage import IncompleteOutputError
+    from tokenizer.memory import SampleTooLargeError
+    from tokenizer.reader import InputError
     from tokenizer.train import train_tokenizer
 
     names = {f.name for f in fields(TokenizerConfig)}
-    overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    # None means "not given", except for --cross-budget where 'none' switches the step off
+    overrides = {k: v for k, v in vars(args).items() if k in names and (v is not None or k == "cross_budget")}
     config = TokenizerConfig(**overrides, compare_plain=not args.no_compare)
-    train_tokenizer(
-        args.inputs,
-        args.out,
-        vocab_size=args.vocab_size,
-        sample_bytes=args.sample_bytes,
-        num_proc=args.num_proc,
-        config=config,
-    )
+    try:
+        train_tokenizer(
+            args.inputs,
+            args.out,
+            vocab_size=args.vocab_size,
+            sample_bytes=args.sample_bytes,
+            num_proc=args.num_proc,
+            config=config,
+        )
+    except (InputError, IncompleteOutputError, SampleTooLargeError) as e:
+        print(f"koneox train-tokenizer: error: {e}", file=sys.stderr)
+        return 1
     return 0

@@ -13,8 +13,16 @@ class TokenizerConfig:
     """Final vocabulary size: learned entries plus the three PII tokens."""
     text_field: str = "text"
     """Field (JSON) or column (parquet, saved dataset) that holds the document text."""
-    sample_bytes: int | None = None
-    """Train on a deterministic sample of about this many UTF-8 bytes drawn across all inputs (None = all)."""
+    sample_bytes: int = 1_000_000_000
+    """Train on a deterministic sample of this many UTF-8 bytes of text drawn across all inputs
+    (0 = the whole input). BPE learning on 1 GB of review-like text peaks near 13.6 GB (see
+    tokenizer.memory; the check asks 15.5 GB, so a 32 GB machine); a sample that would not fit
+    in memory is refused before anything is read."""
+    sample_spread: float = 4.0
+    """Read about this many times sample_bytes, the same share from the start of every input, and
+    draw the sample from it by hash (1 = read only what the sample needs; the whole input at most)."""
+    memory_budget: int | None = None
+    """Bytes BPE learning may use, checked before reading (None = MemAvailable of this machine)."""
     heldout_bytes: int = 2_000_000
     """Bytes of documents kept out of training to measure the quality report (at most 5% of the input)."""
     num_proc: int | None = None

@@ -18,9 +18,8 @@ Morphemes separated by whitespace get no marker: the whitespace is the boundary.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -117,48 +116,6 @@ def apply_policy(marked: str, policy: str, split_char: str) -> str:
     keep = POLICIES[policy]
     table = {ord(c): (split_char if c in keep else None) for c in MARKERS}
     return marked.translate(table)
-
-
-_worker_marker: MorphemeMarker | None = None
-
-
-def _init_worker() -> None:
-    global _worker_marker
-    _worker_marker = MorphemeMarker()
-
-
-def _mark_batch(texts: list[str]) -> list[str]:
-    assert _worker_marker is not None
-    return [_worker_marker.mark(t) for t in texts]
-
-
-def _batches(texts: Iterable[str], batch_chars: int) -> Iterator[list[str]]:
-    batch: list[str] = []
-    size = 0
-    for text in texts:
-        batch.append(text)
-        size += len(text)
-        if size >= batch_chars:
-            yield batch
-            batch, size = [], 0
-    if batch:
-        yield batch
-
-
-def mark_parallel(texts: Iterable[str], num_proc: int = 1, batch_chars: int = 200_000) -> Iterator[str]:
-    """Mark a stream of documents with ``num_proc`` MeCab processes, keeping the order.
-
-    ``imap`` pulls the input lazily, so memory stays at a few batches per worker.
-    """
-    if num_proc <= 1:
-        marker = MorphemeMarker()
-        for text in texts:
-            yield marker.mark(text)
-        return
-    ctx = mp.get_context("spawn" if mp.get_start_method(allow_none=True) == "spawn" else "fork")
-    with ctx.Pool(num_proc, initializer=_init_worker) as pool:
-        for marked in pool.imap(_mark_batch, _batches(texts, batch_chars), chunksize=1):
-            yield from marked
 
 
 def morpheme_index(marked: str) -> tuple[str, np.ndarray]:

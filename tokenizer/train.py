@@ -2,12 +2,18 @@
 
 Pipeline (every arrow streams; only the pruning sample and held-out text sit in memory)::
 
-    inputs --count--> sizes --hash-select--> held-out docs ----------------MeCab--> heldout.jsonl
-                                         \\-> training sample --MeCab marks--> train.jsonl
-    train.jsonl --(policy: marked boundaries become split points)--> BPE trainer
+    inputs --sizes only--> plan: the same share from the start of every input, ~4x the sample
+        --workers: read, check, hash u(seed, input, line) per document--> texts, hashes
+        --smallest hashes: held-out docs, the next smallest up to sample_bytes: training sample
+        --workers: MeCab marks, compact records--> heldout.rec, train.rec    (tokenizer.sample)
+    train.rec --(policy: marked boundaries become split points)--> BPE trainer
         --> encode a part of the sample, drop tokens that mostly straddle morphemes
             (and the tokens built from them), cut to exactly 30,000 --> + 3 PII tokens
     tokenizer.json: plain ByteLevel (GPT-2 regex) pre-tokenizer, so encoding needs no MeCab
+
+The sample is refused before anything is read when BPE learning on it would not fit in memory
+(``tokenizer.memory``). The output directory is complete only once ``_COMPLETE.json`` is
+written, last; every file in it is written under a temporary name and renamed.
 
 Id layout (matches the released Polyglot-Ko ids where those are known)::
 
@@ -18,25 +24,25 @@ Id layout (matches the released Polyglot-Ko ids where those are known)::
 
 from __future__ import annotations
 
-import collections
-import hashlib
 import json
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-from tqdm import tqdm
 
+from data.stage import clear_marker, mark_complete, remove_temporaries, write_text_atomic
 from tokenizer.config import TokenizerConfig
-from tokenizer.morph import POLICIES, apply_policy, mark_parallel, strip_markers
+from tokenizer.memory import check_sample_fits
+from tokenizer.morph import POLICIES, apply_policy, strip_markers
 from tokenizer.quality import TokenStats, measure
-from tokenizer.reader import iter_documents
+from tokenizer.reader import plan_sources
+from tokenizer.sample import draw_and_mark, read_records
 
 BOS, PAD, EOS, SEP = "<|bos|>", "<|pad|>", "<|endoftext|>", "<|sep|>"
 SPECIAL_TOKENS = [BOS, PAD, EOS, SEP]
@@ -45,78 +51,8 @@ PII_TOKENS = ["<|acc|>", "<|tel|>", "<|rrn|>"]
 """Placeholders the cleaner writes for bank accounts, phone numbers and resident numbers; ids 30000..30002."""
 _SPLIT = "\x01"  # split point while learning merges; cleaned text never holds U+0001
 REPORT_NAME = "tokenizer_report.json"
-
-
-def _unit_hash(seed: int, index: int) -> float:
-    """A stable number in [0, 1) per document position: the same sample on every machine."""
-    digest = hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") / 2**64
-
-
-def _count(inputs: list[str], text_field: str) -> tuple[int, int]:
-    docs = size = 0
-    with tqdm(desc="counting input", unit="B", unit_scale=True, mininterval=1.0) as bar:
-        for text in iter_documents(inputs, text_field):
-            n = len(text.encode("utf-8"))
-            docs += 1
-            size += n
-            bar.update(n)
-    return docs, size
-
-
-def _split_and_mark(
-    inputs: list[str], cfg: TokenizerConfig, work: Path, total_bytes: int, num_proc: int
-) -> dict[str, int]:
-    """Select held-out and training documents by hash, run MeCab on both, write them as
-    JSON lines of marked text. Returns counts for the report."""
-    heldout_frac = min(0.05, cfg.heldout_bytes / max(total_bytes, 1))
-    pool_bytes = total_bytes * (1 - heldout_frac)
-    keep_frac = 1.0 if cfg.sample_bytes is None else min(1.0, cfg.sample_bytes / max(pool_bytes, 1))
-    kinds: collections.deque[bool] = collections.deque()  # True = held out, in input order
-    counts = {"train_docs": 0, "train_bytes": 0, "heldout_docs": 0, "heldout_bytes": 0}
-
-    def selected() -> Iterator[str]:
-        for index, text in enumerate(iter_documents(inputs, cfg.text_field)):
-            u = _unit_hash(cfg.seed, index)
-            if u < heldout_frac:
-                kinds.append(True)
-                yield text
-            elif (u - heldout_frac) / (1 - heldout_frac) < keep_frac:
-                if cfg.sample_bytes is not None and counts["train_bytes"] >= cfg.sample_bytes:
-                    continue
-                counts["train_bytes"] += len(text.encode("utf-8"))
-                counts["train_docs"] += 1
-                kinds.append(False)
-                yield text
-
-    expected = min(total_bytes, (cfg.sample_bytes or total_bytes) + cfg.heldout_bytes)
-    with (
-        open(work / "train.jsonl", "w", encoding="utf-8") as train_fh,
-        open(work / "heldout.jsonl", "w", encoding="utf-8") as held_fh,
-        tqdm(desc=f"MeCab pre-split ({num_proc} proc)", total=expected, unit="B", unit_scale=True) as bar,
-    ):
-        for marked in mark_parallel(selected(), num_proc=num_proc):
-            held = kinds.popleft()
-            line = json.dumps(marked, ensure_ascii=False) + "\n"
-            if held:
-                held_fh.write(line)
-                counts["heldout_docs"] += 1
-                counts["heldout_bytes"] += len(strip_markers(marked).encode("utf-8"))
-            else:
-                train_fh.write(line)
-            bar.update(len(marked.encode("utf-8")))
-    return counts
-
-
-def _read_marked(path: Path, max_bytes: int | None = None) -> Iterator[str]:
-    seen = 0
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            marked = json.loads(line)
-            yield marked
-            seen += len(marked)
-            if max_bytes is not None and seen >= max_bytes:
-                return
+PRODUCER = "koneox train-tokenizer"
+_WORK_PREFIX = ".koneox-tok-"
 
 
 def _learn(texts: Iterable[str], learned_size: int, split_points: bool) -> Tokenizer:
@@ -412,41 +348,66 @@ def train_tokenizer(
     """Train the tokenizer on ``inputs`` and save it as a Hugging Face directory.
 
     Returns the quality report (also written to ``out_dir/tokenizer_report.json``).
-    Explicit arguments override the same fields of ``config``.
+    Explicit arguments override the same fields of ``config``; ``sample_bytes=None`` keeps the
+    config's sample size (``0`` = the whole input). Raises ``SampleTooLargeError`` before
+    reading anything when learning on the sample would not fit in memory.
     """
-    cfg = replace(config or TokenizerConfig(), vocab_size=vocab_size, sample_bytes=sample_bytes)
+    cfg = replace(config or TokenizerConfig(), vocab_size=vocab_size)
+    if sample_bytes is not None:
+        cfg.sample_bytes = sample_bytes
     if num_proc is not None:
         cfg.num_proc = num_proc
     if cfg.boundary_policy not in POLICIES:
         raise ValueError(f"boundary_policy {cfg.boundary_policy!r}: choose from {', '.join(POLICIES)}")
+    if cfg.sample_bytes < 0:
+        raise ValueError(f"sample_bytes {cfg.sample_bytes}: use a positive size, or 0 for the whole input")
     learned_size = cfg.vocab_size - len(PII_TOKENS)
     if learned_size <= len(SPECIAL_TOKENS) + 256:
         raise ValueError(f"vocab_size {cfg.vocab_size} leaves no room for merges")
     procs = cfg.num_proc or os.cpu_count() or 1
     inputs = [str(p) for p in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
 
-    total_docs, total_bytes = _count(inputs, cfg.text_field)
-    if total_docs == 0:
-        raise ValueError(f"no documents with a non-empty {cfg.text_field!r} field in {inputs}")
-    timings["count_s"] = time.perf_counter() - t0
-    work = Path(tempfile.mkdtemp(prefix=".koneox-tok-", dir=out))
+    sources = plan_sources(inputs, cfg.text_field)
+    estimated = sum(s.size for s in sources)
+    sample_size = cfg.sample_bytes or None
+    # no sample is larger than the input, whose size estimate (JSON lines as written, or
+    # uncompressed columns) bounds its text from above
+    memory = check_sample_fits(min(sample_size or estimated, estimated), cfg.memory_budget)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    clear_marker(out)
+    remove_temporaries(out)
+    for stale in out.glob(f"{_WORK_PREFIX}*"):  # work directory of a killed run
+        shutil.rmtree(stale, ignore_errors=True)
+    work = Path(tempfile.mkdtemp(prefix=_WORK_PREFIX, dir=out))
     try:
         t = time.perf_counter()
-        counts = _split_and_mark(inputs, cfg, work, total_bytes, procs)
+        drawn = draw_and_mark(
+            sources,
+            work,
+            sample_bytes=sample_size,
+            heldout_bytes=cfg.heldout_bytes,
+            spread=cfg.sample_spread,
+            seed=cfg.seed,
+            text_field=cfg.text_field,
+            num_proc=procs,
+        )
+        counts = drawn.counts
         timings["mecab_s"] = time.perf_counter() - t
         if counts["train_docs"] == 0:
+            if counts["heldout_docs"] == 0:
+                raise ValueError(f"no documents with a non-empty {cfg.text_field!r} field in {inputs}")
             raise ValueError("the sample selected no training documents; raise --sample-bytes")
+        train_rec = drawn.train_path
 
         prune = cfg.prune_rounds > 0
         t = time.perf_counter()
         policy = cfg.boundary_policy
         oversize = int(learned_size * (1 + cfg.extra_merges)) if prune else learned_size
         tok = _learn(
-            (apply_policy(m, policy, _SPLIT) for m in _read_marked(work / "train.jsonl")),
+            (apply_policy(m, policy, _SPLIT) for m in read_records(train_rec)),
             oversize,
             split_points=policy != "none",
         )
@@ -455,7 +416,7 @@ def train_tokenizer(
         t = time.perf_counter()
         history: list[dict[str, float | int]] = []
         if prune:
-            prune_docs = list(_read_marked(work / "train.jsonl", cfg.prune_bytes))
+            prune_docs = list(read_records(train_rec, cfg.prune_bytes))
             tok, history = _prune(tok, prune_docs, cfg, learned_size)
         else:
             vocab, merges = _model_parts(tok)
@@ -466,14 +427,12 @@ def train_tokenizer(
         words: dict[str, float | int] = {}
         if prune and cfg.cross_budget is not None and tok.get_vocab_size() == learned_size:
             t = time.perf_counter()
-            plain = _learn(
-                (strip_markers(m) for m in _read_marked(work / "train.jsonl")), learned_size, False
-            )
+            plain = _learn((strip_markers(m) for m in read_records(train_rec)), learned_size, False)
             timings["plain_learn_s"] = time.perf_counter() - t
             t = time.perf_counter()
             # every n-th document: the file is in input order, so its head is one source only
             step = max(1, counts["train_bytes"] // max(cfg.prune_bytes // 4, 1))
-            sample = [m for k, m in enumerate(_read_marked(work / "train.jsonl")) if k % step == 0]
+            sample = [m for k, m in enumerate(read_records(train_rec)) if k % step == 0]
             tok, words = _add_words(tok, plain, sample, cfg.cross_budget)
             timings["words_s"] = time.perf_counter() - t
         if tok.get_vocab_size() < learned_size:
@@ -482,9 +441,7 @@ def train_tokenizer(
             # its order and after all of ours, so they only apply where ours are exhausted.
             if plain is None:
                 t = time.perf_counter()
-                plain = _learn(
-                    (strip_markers(m) for m in _read_marked(work / "train.jsonl")), learned_size, False
-                )
+                plain = _learn((strip_markers(m) for m in read_records(train_rec)), learned_size, False)
                 timings["plain_learn_s"] = time.perf_counter() - t
             tok, filled = _fill(tok, plain, learned_size)
         if tok.get_vocab_size() != learned_size:
@@ -493,15 +450,17 @@ def train_tokenizer(
                 f"every word is already one token. Train on more text (--sample-bytes) or lower --vocab-size."
             )
         tok = _finish(tok)
-        save_hf(tok, out)
+        staged = work / "hf"
+        save_hf(tok, staged)
         timings["train_total_s"] = time.perf_counter() - t0
 
-        heldout = list(_read_marked(work / "heldout.jsonl"))
+        heldout = list(read_records(drawn.heldout_path))
         report: dict = {
             "vocab_size": tok.get_vocab_size(with_added_tokens=True),
             "special_ids": {t: tok.token_to_id(t) for t in SPECIAL_TOKENS + PII_TOKENS},
-            "input": {"documents": total_docs, "bytes": total_bytes, **counts},
+            "input": counts,
             "config": asdict(cfg),
+            "memory": memory,
             "learned_before_pruning": learned,
             "pruning": history,
             "filled_from_plain_bpe": filled,
@@ -512,9 +471,7 @@ def train_tokenizer(
         if cfg.compare_plain:
             if plain is None:
                 t = time.perf_counter()
-                plain = _learn(
-                    (strip_markers(m) for m in _read_marked(work / "train.jsonl")), learned_size, False
-                )
+                plain = _learn((strip_markers(m) for m in read_records(train_rec)), learned_size, False)
                 timings["plain_learn_s"] = time.perf_counter() - t
             plain = _finish(plain)
             plain_stats = measure(plain, heldout) if heldout else None
@@ -522,9 +479,21 @@ def train_tokenizer(
             if ours and plain_stats:
                 report["ratios"] = _ratios(ours, plain_stats)
         report["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
+        files = sorted(p.name for p in staged.iterdir())
+        for name in files:  # each rename is atomic; the marker below says they are all there
+            os.replace(staged / name, out / name)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    (out / REPORT_NAME).write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n")
+    write_text_atomic(out / REPORT_NAME, json.dumps(report, ensure_ascii=False, indent=2) + "\n")
+    mark_complete(
+        out,
+        PRODUCER,
+        {
+            "files": [*files, REPORT_NAME],
+            "vocab_size": report["vocab_size"],
+            "train_bytes": counts["train_bytes"],
+        },
+    )
     print(format_report(report))
     return report
 
