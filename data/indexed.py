@@ -27,6 +27,7 @@ Usage::
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 from collections.abc import Sequence
@@ -87,8 +88,18 @@ class IndexedDataset:
     Nothing is read into process memory: the arrays below are views of ``mmap``.
     """
 
-    def __init__(self, prefix: str | os.PathLike, vocab_size: int | None = None, check_tokens: bool = True):
+    def __init__(
+        self,
+        prefix: str | os.PathLike,
+        vocab_size: int | None = None,
+        check_tokens: bool = True,
+        validate: bool = True,
+    ):
+        """``validate=False`` skips the two O(sequences) index checks (header and sizes are still
+        checked): for files whose exact version was validated before, e.g. by the rank that
+        built the index cache (``data.dataset.IndexCache``), so 256 ranks do not each re-read it."""
         self.prefix = _strip_suffix(prefix)
+        self._validate = validate
         self.idx_file, self.bin_file = idx_path(self.prefix), bin_path(self.prefix)
         for f in (self.idx_file, self.bin_file):
             if not f.is_file():
@@ -142,7 +153,7 @@ class IndexedDataset:
             raise IndexedDatasetError(
                 f"{f}: document index runs {self.doc_index[0]}..{self.doc_index[-1]}, expected 0..{n_seq}"
             )
-        for lo in range(0, n_doc, _CHUNK):
+        for lo in range(0, n_doc if self._validate else 0, _CHUNK):
             part = np.asarray(self.doc_index[lo : lo + _CHUNK + 1])
             if (np.diff(part) < 0).any():
                 raise IndexedDatasetError(f"{f}: document index is not non-decreasing near entry {lo}")
@@ -150,10 +161,10 @@ class IndexedDataset:
     def _check_bin(self) -> None:
         n_seq, item = len(self.lengths), self.dtype.itemsize
         bin_size = self.bin_file.stat().st_size
-        expected = 0
+        expected = 0 if self._validate else bin_size - bin_size % item
         # Pointers must be the running sum of the lengths: anything else means the .idx
         # belongs to another .bin or one of them was rewritten. Checked in bounded chunks.
-        for lo in range(0, n_seq, _CHUNK):
+        for lo in range(0, n_seq if self._validate else 0, _CHUNK):
             lens = np.asarray(self.lengths[lo : lo + _CHUNK], dtype=np.int64)
             if (lens < 0).any():
                 raise IndexedDatasetError(f"{self.idx_file}: negative sequence length near sequence {lo}")
@@ -176,10 +187,20 @@ class IndexedDataset:
             else np.zeros(0, dtype=self.dtype)
         )
 
-    def check_token_ids(self, vocab_size: int) -> None:
-        """Raise if any token id is negative or >= ``vocab_size`` (streams the file in chunks)."""
+    def check_token_ids(self, vocab_size: int) -> bool:
+        """Raise if any token id is negative or >= ``vocab_size``. Returns whether the tokens were
+        read (streamed in chunks): not when the dtype cannot hold a bad id, nor when the pack's
+        ``PREFIX.stats.json`` vouches for this ``.bin`` with ids in range. Stats that report an
+        id out of range are checked by the scan, which names the first bad token."""
         if np.iinfo(self.dtype).max < vocab_size and np.iinfo(self.dtype).min >= 0:
-            return  # the dtype cannot even hold a bad id
+            return False  # the dtype cannot even hold a bad id
+        stats = read_stats(self.prefix)  # None unless it describes this very .bin (bin_bytes)
+        try:
+            vouched = stats is not None and int(stats["max_token_id"]) < vocab_size and int(stats["min_token_id"]) >= 0
+        except (KeyError, TypeError, ValueError):
+            vouched = False
+        if vouched:
+            return False
         for lo in range(0, self.num_tokens, 1 << 24):
             part = self.tokens[lo : lo + (1 << 24)]
             hi_id, lo_id = int(part.max()), int(part.min())
@@ -190,10 +211,23 @@ class IndexedDataset:
                     f"{self.bin_file}: token id {bad} at token {pos} is outside the vocabulary of {vocab_size} "
                     "(packed with another tokenizer?)"
                 )
+        return True
 
     @property
     def num_sequences(self) -> int:
         return len(self.lengths)
+
+    @functools.cached_property
+    def one_sequence_per_document(self) -> bool:
+        """Whether document d is exactly sequence d (the layout koneox writes): then the document
+        index need not be consulted. Checked once, in chunks."""
+        if self.num_documents != self.num_sequences:
+            return False
+        n = len(self.doc_index)
+        return all(
+            np.array_equal(self.doc_index[lo : lo + _CHUNK], np.arange(lo, min(lo + _CHUNK, n)))
+            for lo in range(0, n, _CHUNK)
+        )
 
     @property
     def num_documents(self) -> int:
@@ -288,9 +322,11 @@ class IndexedDatasetWriter:
 def verify_token_ids(prefixes: Sequence[str | os.PathLike], vocab_size: int, stamp: Path | None = None) -> int:
     """Check every dataset for token ids outside ``vocab_size``; return how many files were scanned.
 
-    With ``stamp`` (a JSON file), a ``.bin`` whose size and modification time match the stamp's
-    record for this vocabulary size is not scanned again, so a restart of a 1 TB run costs
-    nothing; the stamp is updated after each file that passes."""
+    A ``.bin`` with a matching ``PREFIX.stats.json`` (from `koneox pack`) is checked against the
+    largest and smallest id recorded there, without reading it. With ``stamp`` (a JSON file), a
+    ``.bin`` whose size and modification time match the stamp's record for this vocabulary size
+    is not scanned again either, so a restart of a 1 TB run costs nothing; the stamp is updated
+    after each file that passes."""
     import json
 
     seen: dict = {}
@@ -301,13 +337,15 @@ def verify_token_ids(prefixes: Sequence[str | os.PathLike], vocab_size: int, sta
             seen = {}
     scanned = 0
     for prefix in prefixes:
-        ds = IndexedDataset(prefix)
+        # Only the tokens are read here; the index is validated where it is used (data.dataset).
+        ds = IndexedDataset(prefix, validate=False)
         st = ds.bin_file.stat()
         key = str(ds.bin_file.resolve())
         record = [st.st_size, st.st_mtime_ns, vocab_size]
         if seen.get(key) == record:
             continue
-        ds.check_token_ids(vocab_size)
+        if not ds.check_token_ids(vocab_size):
+            continue
         scanned += 1
         if stamp is not None:
             seen[key] = record
@@ -371,3 +409,32 @@ def merge(prefixes: Sequence[str | os.PathLike], out_prefix: str | os.PathLike) 
         "tokens": sum(p.num_tokens for p in parts),
         "dtype": str(dtype),
     }
+
+
+def write_stats(prefix: str | os.PathLike, stats: dict) -> Path:
+    """Write ``PREFIX.stats.json`` atomically; `koneox pack` calls it after ``.bin``/``.idx``.
+
+    Fields: num_documents, num_tokens, max_token_id, min_token_id, bin_bytes, dtype
+    ("uint16"/"int32"), tokenizer (path), vocab_size; per-shard packs add ``source``."""
+    import json
+
+    from data.stage import write_text_atomic
+
+    path = Path(f"{_strip_suffix(prefix)}.stats.json")
+    write_text_atomic(path, json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
+    return path
+
+
+def read_stats(prefix: str | os.PathLike) -> dict | None:
+    """``PREFIX.stats.json``, or None when it is missing, unreadable, or stale: its bin_bytes
+    must equal the size of ``PREFIX.bin``."""
+    import json
+
+    p = _strip_suffix(prefix)
+    try:
+        stats = json.loads(Path(f"{p}.stats.json").read_text(encoding="utf-8"))
+        if int(stats["bin_bytes"]) != bin_path(p).stat().st_size:
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return stats

@@ -11,6 +11,7 @@ import pytest
 
 from data.indexed import IndexedDataset, IndexedDatasetError, IndexedDatasetWriter, best_dtype, merge
 from data.pack import PackError, pack
+from data.stage import mark_complete
 from data.testing import EOS, corpus_dir, read_texts, train_tiny_tokenizer, write_jsonl_gz
 
 CORPUS = corpus_dir()
@@ -110,6 +111,8 @@ def test_output_does_not_depend_on_num_proc_and_inputs_can_be_a_directory(packed
     prefix, _, _ = packed
     # a cleaner output directory may also hold its rejected documents: they must not be packed
     write_jsonl_gz(["버려진 문서"], prefix.parent / "in" / "rejects-00000.jsonl.gz")
+    # part-*.jsonl.gz marks it as `koneox clean` output: packed only once marked complete
+    mark_complete(prefix.parent / "in", "koneox clean")
     pack([prefix.parent / "in"], tok_dir, tmp_path / "one", num_proc=1, progress=False)
     for ext in (".bin", ".idx"):
         assert Path(f"{tmp_path / 'one'}{ext}").read_bytes() == Path(f"{prefix}{ext}").read_bytes()
