@@ -23,5 +23,9 @@ class DataConfig:
     """Share of each dataset's documents held for train / validation / test (normalised)."""
     split_seed: int = 0
     """Seed of the document -> split assignment, separate from ``seed`` so validation stays held out."""
+    index_cache: str = ""
+    """Directory of the memory-mapped split / document-order / epoch index cache (``koneox index``).
+    "" = ``index_cache`` next to the first data file, or ``RUN/index_cache`` where that is not writable."""
     verify_token_ids: bool = True
-    """Scan every .bin once at start-up for token ids outside the vocabulary (streams the file)."""
+    """Check at start-up that no token id is outside the vocabulary: from the maximum id ``koneox pack``
+    recorded in ``PREFIX.stats.json``; only data without that sidecar is scanned (once, by rank 0)."""

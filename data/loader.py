@@ -8,7 +8,10 @@ Global sample order is fixed by the dataset; the loader only walks it::
 
 The only state is ``consumed_samples`` (global), so ``state_dict()`` is tiny and a resumed
 run reads exactly the batches an uninterrupted one would. Nothing depends on
-``torch.distributed``: ranks are explicit arguments (see ``data_parallel_coords``).
+``torch.distributed``: ranks are explicit arguments (see ``data_parallel_coords``). With an
+index cache (``data.dataset.IndexCache``) every rank hands the whole global micro-batch to
+``BlendedDataset.prefetch``, so the building rank makes each epoch's index before any rank
+reads it and the next one in the background.
 
 Usage (in the training loop)::
 
@@ -111,6 +114,7 @@ class DataLoader:
     def __next__(self) -> Batch:
         start = self.consumed_samples
         g = self.global_micro_batch
+        self.dataset.prefetch(start, start + g)
         tokens, comp, epochs = self.dataset.get_batch(
             start + self.dp_rank * self.micro_batch_size, self.micro_batch_size
         )

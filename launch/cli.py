@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "clean": ("data.clean.cli", "clean raw Korean text: HTML, whitespace, filters, PII, dedup"),
     "train-tokenizer": ("tokenizer.cli", "train the morpheme-aware byte-level BPE tokenizer"),
     "pack": ("data.pack_cli", "tokenize and pack text into Megatron .bin/.idx shards"),
+    "index": ("data.index_cli", "build the training data's split and epoch index cache ahead of training"),
     "select": ("train.eval.select", "evaluate a run's checkpoints (held-out loss, degeneration) and pick one"),
     "export": ("train.export", "turn a training checkpoint into a Hugging Face GPT-NeoX directory"),
     "generate": ("train.generate", "generate text from an exported model or a checkpoint, streaming tokens"),

@@ -91,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     banner("5. tokenize and pack into .bin/.idx")
     command([*KONEOX, "pack", str(out / "clean"), "--tokenizer", str(out / "tokenizer"),
              "--out", str(out / "packed" / "sample"), "--no-progress"])
+    # The split / document order / epoch index, built once next to the data and memory-mapped by
+    # every training rank (the trainer would build it on rank 0 if it were missing).
+    command([*KONEOX, "index", "--config", "tiny.yaml", f"data.train_paths=[{out / 'packed' / 'sample'}]"])
 
     banner("6. train the tiny model with DeepSpeed: 2 CPU ranks, tensor parallel 2")
     env_note = "DS_ACCELERATOR=cpu OMP_NUM_THREADS=1"

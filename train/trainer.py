@@ -202,21 +202,56 @@ class Trainer:
             signal.signal(sig, self._on_signal)
 
     def _setup_data(self) -> None:
-        from data.dataset import build_datasets
+        """Splits and sample indexes are built once, by rank 0, into files every rank memory-maps
+        (data/dataset.py IndexCache): next to the data, or RUN/index_cache where that directory is
+        read-only or not seen by every rank. The other ranks wait, then open the cached files
+        without re-validating them; later epochs are built ahead by rank 0 while training runs."""
+        import secrets
+
+        from data.dataset import IndexCache, build_datasets, index_cache_dir
         from data.loader import DataLoader
 
         cfg = self.cfg
         self._verify_token_ids()
-        # Every rank opens and validates the files (cheap); the token-id scan above ran once.
-        sets = build_datasets(dataclasses.replace(cfg.data, verify_token_ids=False),
-                              vocab_size=cfg.model.padded_vocab_size)
+        data_cfg = dataclasses.replace(cfg.data, verify_token_ids=False)  # scanned once, above
+        where, probe = None, None
+        if self.is_main:
+            where = index_cache_dir(data_cfg, self.run_dir)
+            probe = where / f".shared-check-{secrets.token_hex(8)}"
+            try:
+                probe.write_text("")
+            except OSError:  # a read-only data.index_cache, built ahead with build_index_cache
+                probe = None
+        where, probe = broadcast_object((where, probe))
+        seen = torch.tensor(float(probe is None or probe.exists()), device=self.device)
+        dist.all_reduce(seen, op=dist.ReduceOp.MIN)
+        if self.is_main and probe is not None:
+            probe.unlink(missing_ok=True)
+        if not seen.item():  # a node-local data directory: use the run directory, which every rank sees
+            where = self.run_dir / "index_cache"
+        sets, error = None, None
+        if self.is_main:
+            cache = IndexCache(where)
+            try:
+                sets = build_datasets(data_cfg, vocab_size=cfg.model.padded_vocab_size, cache=cache)
+            except (ValueError, OSError) as e:
+                error = e
+            built = ", ".join(f"{name} ({what})" for name, what in cache.built)
+            print(f"index cache {where}: " + (f"built {built}" if built else "reused"), flush=True)
+        error = broadcast_object(error)  # also the barrier the other ranks wait at
+        if error is not None:
+            raise error
+        if not self.is_main:
+            cache = IndexCache(where, builder=False, wait_s=60 * cfg.parallel.timeout_minutes)
+            sets = build_datasets(data_cfg, vocab_size=cfg.model.padded_vocab_size, cache=cache)
         self.train_loader = DataLoader(sets["train"], micro_batch_size=self.micro,
                                        dp_rank=self.dp_rank, dp_size=self.dp_size)
         self.valid_set = sets.get("valid")
 
     def _verify_token_ids(self) -> None:
         """Scan the corpus for out-of-vocabulary ids once: on rank 0, skipping files whose size and
-        mtime match the run's stamp, and share the verdict (256 ranks scanning 1 TB would not do)."""
+        mtime match the run's stamp or whose PREFIX.stats.json (from `koneox pack`) vouches for them,
+        and share the verdict (256 ranks scanning 1 TB would not do)."""
         from data.indexed import IndexedDatasetError, verify_token_ids
 
         cfg = self.cfg
