@@ -57,7 +57,10 @@ def child(variant: str, size: str, layers: int, tp: int, rank: int, dtype_name: 
     dist.init_process_group("fake", rank=rank, world_size=tp, store=FakeStore())
     import deepspeed
 
+    from train.distributed import release_shared_memory_names
+
     deepspeed.init_distributed(dist_backend="gloo")
+    release_shared_memory_names()
     import deepspeed.module_inject.auto_tp  # noqa: F401  (loaded before the baseline, as for both)
 
     from model import GPTNeoX, ModelConfig

@@ -140,7 +140,10 @@ def run_rank(out_dir: Path, st_dir: Path, bin_dir: Path) -> None:
     in step for the collectives of the next check."""
     import deepspeed
 
+    from train.distributed import release_shared_memory_names
+
     deepspeed.init_distributed(dist_backend="gloo")
+    release_shared_memory_names()
     results = {}
     for name, check in _rank_checks(int(os.environ["WORLD_SIZE"]), st_dir, bin_dir).items():
         try:
@@ -172,7 +175,10 @@ def run_simulated(out_file: Path, size: str, tp: int) -> None:
     dist.init_process_group("fake", rank=0, world_size=tp, store=FakeStore())
     import deepspeed
 
+    from train.distributed import release_shared_memory_names
+
     deepspeed.init_distributed(dist_backend="gloo")
+    release_shared_memory_names()
     from train.sharded_init import build_shard
 
     cfg = ModelConfig.from_name(size)

@@ -52,14 +52,17 @@ def launch(nproc: int, args: list[str], timeout: int = 600, wait: bool = True):
     if nproc == 1:
         cmd = [sys.executable, "launch/train.py", "--config", "tiny.yaml", *args]
     else:
+        port = free_port()
         cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(nproc),
-               "--master_port", str(free_port()), "launch/train.py", "--config", "tiny.yaml", *args]
+               "--master_port", str(port), "launch/train.py", "--config", "tiny.yaml", *args]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     if not wait:
         return proc
     out, _ = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, out[-4000:]
+    if nproc > 1:  # DeepSpeed's CPU all-reduce buffers are unlinked once mapped (train.distributed)
+        assert not list(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*"))
     return out
 
 
