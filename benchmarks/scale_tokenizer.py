@@ -36,7 +36,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.append(str(REPO / "benchmarks"))  # after the repo: benchmarks/tokenizer.py is not the package
 
 from scale_pack import _before_tree, replicate, review_texts, web_like_texts  # noqa: E402
 

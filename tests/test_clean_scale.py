@@ -276,3 +276,38 @@ def test_scale_benchmark_quick() -> None:
         assert r["stage"] == "clean" and r["variant"] in ("before", "after")
         assert r["implied_workers"] > 0 and r["main_cpu_s_per_mb"] > 0 and r["worker_cpu_s_per_mb"] > 0
     assert {r["variant"] for r in rows} >= {"after"}
+
+
+# ---- a corpus split across machines ------------------------------------------------------------
+
+
+def _texts(out: Path) -> list[str]:
+    texts = []
+    for shard in sorted(out.glob("part-*.jsonl.gz")):
+        with gzip.open(shard, "rt", encoding="utf-8") as f:
+            texts += [json.loads(line)["text"] for line in f]
+    return texts
+
+
+def test_split_across_machines_then_one_dedup_pass_equals_one_run(tmp_path: Path) -> None:
+    """The README's recipe for a corpus too big for one machine: clean disjoint groups of inputs
+    separately (dedup within each group), then one dedup-only pass over all their shards, in
+    group order. With exact dedup the kept documents are those of one run over everything."""
+    head = _head(tmp_path, "nsmc_reviews", 6000)
+    with gzip.open(head, "rb") as f:
+        lines = f.readlines()
+    groups = []
+    for i, part in enumerate((lines[:3500], lines[3500:])):
+        groups.append(tmp_path / f"group{i}.jsonl.gz")
+        with gzip.open(groups[-1], "wb") as f:
+            f.writelines(part)
+    steps = ["unicode", "html", "markup", "whitespace", "repeats", "filter", "pii", "dedup"]
+    one = clean_files(groups, tmp_path / "one", steps=steps)
+    parts = [clean_files([g], tmp_path / f"machine{i}", steps=steps) for i, g in enumerate(groups)]
+    shards = [p for i in range(2) for p in sorted((tmp_path / f"machine{i}").glob("part-*.jsonl.gz"))]
+    final = clean_files(shards, tmp_path / "all", steps=["dedup"])
+    assert final["dropped"].get("duplicate", 0) > 0  # duplicates across the groups were found
+    assert _texts(tmp_path / "all") == _texts(tmp_path / "one")
+    dropped_in_parts = sum(sum(p["dropped"].values()) for p in parts)
+    assert one["kept"] == final["kept"] and one["documents_in"] == sum(p["documents_in"] for p in parts)
+    assert sum(one["dropped"].values()) == dropped_in_parts + sum(final["dropped"].values())
