@@ -116,16 +116,17 @@ class PackInterrupted(BaseException):
     A ``BaseException`` like ``KeyboardInterrupt``, so no ``except Exception`` swallows it."""
 
 
-def _check_clean_output(directory: Path, shards: set[str]) -> None:
+def _check_clean_output(directory: Path, shards: set[str], whole: bool = True) -> None:
     """Refuse a `koneox clean` output without its marker, or whose shards differ from the ones
-    the marker lists (a shard deleted, or a stray one added, after clean finished)."""
+    the marker lists (a shard deleted, or a stray one added, after clean finished). With
+    ``whole=False`` (shards named one by one) only shards the marker does not list are refused."""
     try:
         record = require_complete(directory, CLEAN_PRODUCER)
     except IncompleteOutputError as e:
         raise PackError(str(e)) from None
     listed = record.get("shards")
     if isinstance(listed, list) and all(isinstance(s, str) for s in listed):
-        missing, extra = sorted(set(listed) - shards), sorted(shards - set(listed))
+        missing, extra = sorted(set(listed) - shards) if whole else [], sorted(shards - set(listed))
         if missing or extra:
             raise PackError(
                 f"{directory}: shards differ from its {MARKER} (missing: {', '.join(missing) or 'none'}; "
@@ -137,8 +138,11 @@ def find_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     """Expand directories into their input files (sorted, so output order is reproducible).
 
     A directory (searched recursively) that holds ``part-*.jsonl.gz`` shards is `koneox clean`
-    output: without its completion marker it is refused, so a killed clean is never packed."""
+    output: without its completion marker it is refused, so a killed clean is never packed; so
+    is a ``part-*.jsonl.gz`` named on its own whose directory's marker is missing or does not
+    list it."""
     files: list[Path] = []
+    named_shards: dict[Path, set[str]] = {}
     for item in inputs:
         p = Path(item)
         if p.is_dir():
@@ -155,9 +159,13 @@ def find_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
         elif p.is_file():
             if not p.name.endswith(SUFFIXES):
                 raise PackError(f"{p}: unsupported input type (expected one of {', '.join(SUFFIXES)})")
+            if p.match(CLEAN_SHARD):
+                named_shards.setdefault(p.parent, set()).add(p.name)
             files.append(p)
         else:
             raise PackError(f"{p}: no such file or directory")
+    for directory, names in sorted(named_shards.items()):
+        _check_clean_output(directory, names, whole=False)
     return files
 
 

@@ -195,10 +195,16 @@ def test_clean_output_without_marker_is_refused(docs, tok_dir, tmp_path, capsys)
     ]
     assert main(args) == 1 and MARKER in capsys.readouterr().out
     assert main([*args, "--per-shard"]) == 1
+    # a shard of it named on its own is refused the same way
+    with pytest.raises(PackError, match=rf"clean: no {MARKER}"):
+        pack([unfinished / "part-00000.jsonl.gz"], tok_dir, tmp_path / "o", progress=False)
     # a marker listing other shards than the directory holds (a stray or a lost shard)
     mark_complete(unfinished, "koneox clean", {"shards": ["part-00000.jsonl.gz", "part-00007.jsonl.gz"]})
     with pytest.raises(PackError, match=r"missing: part-00007\.jsonl\.gz; not listed: part-00001\.jsonl\.gz"):
         pack([unfinished], tok_dir, tmp_path / "o", progress=False)
+    with pytest.raises(PackError, match=r"not listed: part-00001\.jsonl\.gz"):
+        pack([unfinished / "part-00001.jsonl.gz"], tok_dir, tmp_path / "o", progress=False)
+    assert pack([unfinished / "part-00000.jsonl.gz"], tok_dir, tmp_path / "o", progress=False)["documents"] == 150
     mark_complete(unfinished, "koneox clean", {"shards": ["part-00000.jsonl.gz", "part-00001.jsonl.gz"]})
     assert pack([unfinished], tok_dir, tmp_path / "o", progress=False)["documents"] == 300
     # a user's own directory of files (not part-*.jsonl.gz) needs no marker

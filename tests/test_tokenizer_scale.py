@@ -180,12 +180,17 @@ def test_clean_output_without_marker_is_refused(tmp_path):
         train_tokenizer([clean], tmp_path / "tok", num_proc=1)
     with pytest.raises(IncompleteOutputError):
         plan_sources([tmp_path])  # found while walking a parent directory too
+    with pytest.raises(IncompleteOutputError):
+        plan_sources([clean / "part-00000.jsonl.gz"])  # or a shard named on its own
     mark_complete(clean, "koneox clean", {"shards": ["part-00000.jsonl.gz"]})
     assert [s.path.name for s in plan_sources([tmp_path])] == ["part-00000.jsonl.gz"]
     # a shard added after clean finished is not part of its output
     (clean / "part-00001.jsonl.gz").write_bytes((clean / "part-00000.jsonl.gz").read_bytes())
     with pytest.raises(InputError, match=r"shards differ from its _COMPLETE.json .*not listed: part-00001"):
         plan_sources([clean])
+    with pytest.raises(InputError, match=r"not listed: part-00001"):
+        plan_sources([clean / "part-00001.jsonl.gz"])
+    assert [s.path.name for s in plan_sources([clean / "part-00000.jsonl.gz"])] == ["part-00000.jsonl.gz"]
 
 
 def test_killed_run_leaves_no_finished_looking_output(tmp_path):

@@ -79,12 +79,15 @@ def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     ``part-*.jsonl.gz`` must be a finished ``koneox clean`` output.
     """
     sources: list[Path] = []
+    named_shards: dict[Path, set[str]] = {}
     for item in inputs:
         path = Path(item)
         if not path.exists():
             raise FileNotFoundError(f"input {path} does not exist")
         if path.is_file():
             input_kind(path)
+            if path.match(CLEAN_SHARDS):  # a clean shard named on its own: its run must have finished
+                named_shards.setdefault(path.parent, set()).add(path.name)
             sources.append(path)
         elif _is_saved_dataset(path):
             sources.append(path)
@@ -104,17 +107,21 @@ def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
             for shard_dir in sorted({p.parent for p in found if p.match(CLEAN_SHARDS)}):
                 _check_clean_output(shard_dir, {p.name for p in found if p.parent == shard_dir})
             sources.extend(found)
+    for shard_dir, names in sorted(named_shards.items()):
+        _check_clean_output(shard_dir, names, whole=False)
     return sources
 
 
-def _check_clean_output(directory: Path, names: set[str]) -> None:
+def _check_clean_output(directory: Path, names: set[str], whole: bool = True) -> None:
     """A `koneox clean` output must be finished, and hold exactly the shards its marker lists
-    (none deleted, none added after it finished)."""
+    (none deleted, none added after it finished); shards named one by one (``whole=False``)
+    must be among those it lists."""
     record = require_complete(directory, CLEAN_PRODUCER)
     listed = record.get("shards")
     if isinstance(listed, list) and all(isinstance(name, str) for name in listed):
         shards = {n for n in names if Path(n).match(CLEAN_SHARDS)}
-        missing, extra = sorted(set(listed) - shards), sorted(shards - set(listed))
+        missing = sorted(set(listed) - shards) if whole else []
+        extra = sorted(shards - set(listed))
         if missing or extra:
             raise InputError(
                 f"{directory}: shards differ from its {MARKER} (missing: {', '.join(missing) or 'none'}; "
