@@ -5,7 +5,8 @@ The model is the tiny Korean GPT-NeoX of the agreement test (``tests/harness/tin
 built first, about 20 s) unless ``--model`` names a Hugging Face directory. Every measurement is
 a fresh Python process, one tool at a time, the two tools alternating:
 
-    koneox    ``koneox eval MODEL --tasks kobest_<task> --data DIR --out OUT`` (launch.cli)
+    koneox    ``koneox eval MODEL --tasks kobest_<task> --data DIR --out OUT`` (launch.cli); a GPT-NeoX
+              directory loads without transformers (train/eval/fast_load.py), the loader used is printed
     lm-eval   ``lm_eval.simple_evaluate`` on lm-eval's own kobest task pointed at the local files
               (tests/harness/lm_eval_kobest.py), model ``hf``, fp32, batch size 16 (measured on
               COPA dev: 1 -> 16.6 s of scoring, 16 -> 3.4 s, 64 -> 3.6 s). Its task index is
@@ -46,7 +47,7 @@ from data.testing import corpus_dir  # noqa: E402
 # Runs koneox's command line in this process with its scoring functions timed; prints the times.
 KONEOX_CHILD = """
 import json, sys, time
-from train.eval import kobest
+from train.eval import scoring
 spent = [0.0]
 def timed(fn):
     def wrapper(*args, **kwargs):
@@ -56,8 +57,8 @@ def timed(fn):
         finally:
             spent[0] += time.perf_counter() - t0
     return wrapper
-kobest.encode_pairs = timed(kobest.encode_pairs)
-kobest.loglikelihoods = timed(kobest.loglikelihoods)
+scoring.encode_pairs = timed(scoring.encode_pairs)
+scoring.loglikelihoods = timed(scoring.loglikelihoods)
 from launch.cli import main
 rc = main(sys.argv[1:])
 print("KONEOX_SCORING", json.dumps({"scoring": spent[0]}))
@@ -86,8 +87,10 @@ def koneox_run(model: Path, task: str, shots: int, data: Path, limit: int | None
     wall, stdout = run_child(cmd, threads)
     line = next(x for x in stdout.splitlines() if x.startswith("KONEOX_SCORING "))
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    loader = results["model"]["loader"]
     return {"wall": wall, "scoring": json.loads(line.split(" ", 1)[1])["scoring"],
-            "examples": results["samples"][f"kobest_{task}"]["effective"]}
+            "examples": results["samples"][f"kobest_{task}"]["effective"],
+            "loader": f"{loader['model']} model, {loader['tokenizer']} tokenizer"}
 
 
 def harness_run(model: Path, task: str, shots: int, data: Path, limit: int | None, threads: int,
@@ -149,6 +152,8 @@ def main() -> int:
 
     print(f"\nKoBEST {args.shots}-shot, dev split, {args.threads} thread(s) per process, median of "
           f"{args.repeats}; load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    loaders = sorted({v["loader"] for r in rows if r["tool"] == "koneox" for v in r["runs"]})
+    print(f"koneox loaded the model with: {'; '.join(loaders)}")
     print(f"{'task':<10}{'tool':<9}{'examples':>9}{'end to end s':>14}{'examples/s':>12}{'scoring s':>11}"
           f"{'examples/s':>12}")
     for task in tasks:

@@ -15,8 +15,6 @@ import sys
 import time
 from typing import Any
 
-import torch
-
 EPILOG = """\
 KoBEST data (--data DIR): DIR/<task>/<split>.tsv as published (SKT-LSL/KoBEST_datarepo), or
 DIR/<task>/<split>.jsonl|.parquet with the Hugging Face field names (skt/kobest_v1); DIR/kobest_<task>/
@@ -67,7 +65,7 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--out", default=None, help="write results.json, results.md and predictions here")
     parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None,
                         help="weights dtype (default: the training precision on a GPU, fp32 on a CPU)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
     parser.add_argument("--template", action="append", default=None, metavar="FILE",
                         help="prompt template YAML for one task (repeatable); recorded with its hash")
     parser.add_argument("--max-length", default=None,
@@ -83,10 +81,9 @@ def add_arguments(parser: Any) -> None:
 
 
 def run(args: Any) -> int:
-    from train.eval.bpb import bits_per_byte
-    from train.eval.kobest import evaluate, load_model, markdown, prepare, write_outputs
+    # torch and the model code are imported only once the arguments and the data have been checked.
+    from train.eval.kobest import prepare
     from train.eval.templates import EvalError
-    from train.export import ExportError
 
     def fail(msg: str) -> int:
         print(f"koneox eval: {msg}", file=sys.stderr)
@@ -108,6 +105,14 @@ def run(args: Any) -> int:
     try:
         if tasks:  # bad data fails before the model is loaded
             prepare(tasks, shots, args.data, args.split, args.template)
+    except (EvalError, OSError) as e:
+        return fail(str(e))
+
+    from train.eval.bpb import bits_per_byte
+    from train.eval.kobest import evaluate, load_model, markdown, write_outputs
+    from train.export import ExportError
+
+    try:
         loaded = load_model(args.model, args.device, args.dtype)
         loaded[2].pop("was_training", None)
         pair = loaded[:2]

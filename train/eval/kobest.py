@@ -21,7 +21,9 @@ For every task and number of shots:
 ``model`` is a path (an exported Hugging Face directory, a checkpoint, or a run: its latest) or
 an already loaded ``(model, tokenizer)`` pair, so checkpoint selection can evaluate a model it
 holds in memory. Nothing here changes such a model: it is put in eval mode while scoring and
-back in training mode afterwards if it was in it.
+back in training mode afterwards if it was in it. A GPT-NeoX directory, a checkpoint and a run
+load into koneox's own model and a ``tokenizers`` tokenizer without importing transformers
+(train/eval/fast_load.py); other architectures load through transformers.
 
 Outputs (``out``): ``results.json`` (metrics, templates with hashes, data files with sha256,
 model, settings, versions), ``predictions-<task>-<shots>.jsonl`` and ``results.md``.
@@ -38,11 +40,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from train.eval import stats
 from train.eval.kobest_data import Split, load_split
-from train.eval.scoring import encode_pairs, loglikelihoods, resolve_max_length
 from train.eval.templates import EvalError, Template, fewshot_indices, load_template, shipped
 
 TASKS = ("kobest_boolq", "kobest_copa", "kobest_hellaswag", "kobest_sentineg", "kobest_wic")
@@ -95,27 +95,31 @@ def _versions() -> dict[str, str]:
 def load_model(model: Any, device: str | None = None, dtype: str | None = None) -> tuple[Any, Any, dict[str, Any]]:
     """(model, tokenizer, description) from a path or a loaded (model, tokenizer) pair."""
     if isinstance(model, tuple):
+        from model import GPTNeoX
+        from train.eval.fast_load import CausalLM
+
         m, tok = model
         info: dict[str, Any] = {"source": "in memory", "class": type(m).__name__}
         name = getattr(getattr(m, "config", None), "_name_or_path", "")
         if name:
             info["name_or_path"] = name
+        if isinstance(m, GPTNeoX):  # koneox's own module: give it the calling convention scoring uses
+            m = CausalLM(m)
     else:
-        from train.export import ExportError, is_hf_dir, open_checkpoint
-        from train.generate import load
+        import torch
+
+        from train.eval.fast_load import load
+        from train.export import ExportError
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         path = Path(model)
         if not path.exists():
             raise EvalError(f"{path}: model not found (a Hugging Face directory, a checkpoint or a run)")
         try:
-            m, tok = load(path, device=device, dtype=dtype)
-            info = {"source": str(path), "kind": "huggingface" if is_hf_dir(path) else "checkpoint"}
-            if not is_hf_dir(path):
-                c = open_checkpoint(path)
-                info.update(checkpoint=str(c.path), step=c.step, epoch=c.epoch)
+            m, tok, loaded = load(path, device=device, dtype=dtype)
         except ExportError as e:
             raise EvalError(str(e)) from None
+        info = {"source": str(path), **loaded}
     info["was_training"] = bool(m.training)
     m.eval()
     p = next(m.parameters())
@@ -158,6 +162,8 @@ def evaluate_task(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Metrics and per-example predictions of one task at one number of shots."""
+    from train.eval.scoring import encode_pairs, loglikelihoods, resolve_max_length
+
     examples = fewshot_indices(fewshot_pool, shots, docs, seed, same_split=same_split)
     pairs, owner, choices = [], [], []
     for i, (doc, ex) in enumerate(zip(docs, examples, strict=True)):
@@ -229,6 +235,8 @@ def evaluate(
     (``predictions`` is written to the jsonl files, not to results.json, whose shot keys are
     strings). ``dtype`` and ``device`` apply when ``model`` is a path.
     """
+    from train.eval.scoring import resolve_max_length
+
     start = time.perf_counter()
     log = log or (lambda *_: None)
     # Data first: a missing file fails before the model is loaded.
