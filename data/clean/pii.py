@@ -1,62 +1,193 @@
 """PII masking for Korean text: RRN, phone, card, bank account, e-mail.
 
-Rules that keep false positives down (REFERENCE §3):
-- numbers are delimited by digit lookarounds ``(?<!\\d)``/``(?!\\d)``, never ``\\b`` (Hangul
-  is ``\\w``, so ``번호는010-1234-5678`` has no word boundary before the 0);
-- an RRN needs a valid birth date for its century digit; without the hyphen it also needs
-  a valid mod-11 check digit or a context word (주민...), since any 13-digit id would match;
-- a phone number needs a real Korean prefix (010, 02, 031, +82 ...); only mobile numbers may
-  be written without separators, so a bare 9-11 digit run (amount, date) is never a phone;
-- a card number needs a Luhn check or a context word (카드); an account number always needs a
-  context word (계좌, 입금, a bank name) near it, so dates like ``2024-01-15`` stay.
-Masks are applied RRN, card, phone, account, e-mail; placeholders have no digits, so a later
-rule cannot match inside an earlier replacement.
+Korean writes particles straight after numbers and addresses (``010-1234-5678로``,
+``메일주소는name@example.co.kr입니다``), and Hangul is ``\\w``, so ``\\b`` is useless here
+(REFERENCE §3). Every pattern is delimited by ASCII lookarounds instead: a number must not
+continue into another digit, or into a digit after a separator (``2024.010-...``); an
+e-mail address must not continue into an ASCII address character.
+
+What reaches this step is NFC text, so full-width forms (``０１０－１２３４``, ``＠``) and
+dash/space variants are still there. They are folded to ASCII one code point for one before
+matching, so a match's offsets are offsets in the original text, and only the masked spans
+change; a full-width number that is not PII stays full-width.
+
+Rules that keep dates, amounts, versions, ISBNs, order numbers and times untouched:
+
+- an RRN needs a real date for its century digit (``880230-1...`` is no RRN); without the
+  hyphen it also needs a valid mod-11 check digit or a 주민/등록번호 label nearby;
+- a phone number needs a Korean prefix (010, 02, 031, +82 ...); only mobile numbers may be
+  written without separators, so a bare 9-11 digit run (amount, date) is never a phone;
+- a card number (4-4-4-4, Amex 4-6-5) needs a Luhn check with separators, or a card label;
+- an account number (digit groups joined by ``-`` or spaces, or a bare 10-14 digit run)
+  always needs an account label (계좌, 입금, a bank name), is never followed by a unit
+  (``원``, ``명``, ``%``) and is never a bare run starting with a date;
+- the label nearest before a number (within ``context_chars``) decides what it is:
+  ``주문번호``, ``송장번호``, ``ISBN``, ``사업자등록번호``, ``모델명``, ``시리얼`` ... keep an RRN-,
+  card- or account-shaped number; a phone number is kept only when such a label is right
+  before it (``주문번호: 010-...``), since "주문 시 010-1234-5678로 연락" is a phone number.
+
+Types are matched in the order of ``PII_TYPES``; a span taken by one type is blanked for the
+later ones (placeholders have no digits, so nothing can match inside a replacement).
 """
 
 from __future__ import annotations
 
 import calendar
 import re
+from collections.abc import Callable, Iterable, Iterator
 
 from data.clean.config import PIIConfig
 
 PII_TYPES: tuple[str, ...] = ("rrn", "card", "phone", "account", "email")
 """Counted types, in the order they are masked."""
 
-_RRN = re.compile(r"(?<![\d-])(\d{2})(\d{2})(\d{2})(\s?[-–]\s?)?([1-8])(\d{6})(?![\d-])")
-_RRN_CONTEXT = re.compile(r"주민|등록번호|RRN|생년월일", re.IGNORECASE)
+_DEFAULT = PIIConfig()
+_ZEROS = dict.fromkeys(PII_TYPES, 0)
+
+# ---- folding: full-width forms, dashes and spaces to ASCII, one code point for one ----------
+
+_DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\u3161"  # ‐ ‑ ‒ – — ― − ﹘ ﹣ ㅡ
+_SPACES = "\u00a0\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u202f\u205f\u3000"
+_FOLD = {c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)}  # ！..～ -> !..~ (digits, letters, ＠)
+_FOLD.update(dict.fromkeys(map(ord, _DASHES), "-"))
+_FOLD.update(dict.fromkeys(map(ord, _SPACES), " "))
+_NEEDS_FOLD = re.compile("[\uff01-\uff5e" + _DASHES + _SPACES + "]")
+# A document without an ASCII or full-width digit and without an at sign has nothing to mask.
+_GATE = re.compile("[0-9@\uff10-\uff19\uff20]")
+_BLANK = "\x00"  # fills a masked span for the later types: not a digit, letter or separator
+
+# ---- patterns (run on folded text, so ASCII classes are enough) -----------------------------
+
+# Every number pattern starts with a plain character class and checks what lies before it
+# right after that character: a pattern that starts with a lookbehind makes the regex engine
+# try every position of the text (5x slower on digit-heavy help pages).
+
+
+def _first(char: str) -> str:
+    """``char`` starting a number: not after a digit, nor after a digit and a separator."""
+    return rf"{char}(?<!\d{char})(?<!\d[-.]{char})"
+
+
+_D = _first(r"\d")
+_NA = r"(?!\d)(?![-.]\d)"  # the number ends here
+_MASK = "*xX\u25cf\u25cb"  # ● ○: "880515-1******" (the repeats step makes it "880515-1**")
+
+_RRN = re.compile(
+    rf"({_D}\d)(\d\d)(\d\d)"
+    rf"(?:( {{0,2}}- {{0,2}})([1-8])(\d{{6}}|[{_MASK}]{{2,6}})|( ?)([1-8])(\d{{6}}))"
+    rf"(?![\d{_MASK}])(?![-.]\d)",
+    re.ASCII,
+)
 
 _CARD = re.compile(
-    r"(?<![\d-])(?:\d{4}([- ])\d{4}\1\d{4}\1\d{4}|\d{16}|3[47]\d{2}([- ])\d{6}\2\d{5})(?![\d-])"
-)
-_DIGIT = re.compile(r"\d")
-_NON_DIGIT = re.compile(r"\D")
-_CARD_CONTEXT = re.compile(r"카드|card|결제|신용|체크", re.IGNORECASE)
-
-_SEP = r"(?:[-. ]|\)\s?)"  # 02-, 02., 02 , 031)
-_PHONE = re.compile(
-    r"(?<![\d.-])(?:"
-    r"\+82[-. ]?(?:\(0\))?(?:1[016789]|2|[3-6][1-5]|70)[-. ]?\d{3,4}[-. ]?\d{4}"  # +82 10 1234 5678
-    r"|\(?01[016789]\)?" + _SEP + r"?\d{3,4}[-. ]?\d{4}"  # 010-1234-5678, 01012345678
-    r"|\(?0(?:2|[3-6][1-5]|70|80|50\d)\)?" + _SEP + r"\d{3,4}[-. ]\d{4}"  # 02-123-4567, 031)123-4567
-    r")(?![\d.]?\d)"
+    # 4-4-4-4 (one separator kind), 16 digits, Amex 4-6-5
+    rf"{_D}(?:\d{{3}}( ?[-.] ?| )\d{{4}}\1\d{{4}}\1\d{{4}}|\d{{15}}|(?<=3)[47]\d\d( ?- ?| )\d{{6}}\2\d{{5}}){_NA}",
+    re.ASCII,
 )
 
-_ACCOUNT = re.compile(r"(?<![\d-])(?:\d{2,6}-){1,4}\d{2,7}(?![\d-])|(?<!\d)\d{10,14}(?!\d)")
-_ACCOUNT_CONTEXT = re.compile(
-    r"계좌|입금|송금|이체|예금주|무통장|은행|뱅크|농협|신협|수협|새마을금고|우체국|"
-    r"신한|국민은|KB|IBK|SC제일|씨티|account|bank",
-    re.IGNORECASE,
+_SEP = r"(?: {0,2}[-.] {0,2}| {1,3})"  # 010-1234, 010 - 1234, 010.1234, 010 1234, "010  1234"
+_AREA_CODES = r"2|3[1-3]|4[1-4]|5[1-5]|6[1-4]|70|80|50[2-8]"  # Seoul, provinces, 070, 080, 050x
+_MOBILE_CODES = r"1[016789]"
+_REST = rf"\d{{3,4}}{_SEP}?\d{{4}}"  # subscriber number, separator optional
+_REST_SEP = rf"\d{{3,4}}{_SEP}\d{{4}}"  # subscriber number, separator required
+_PLUS, _PAREN, _ZERO, _EIGHT = _first(r"\+"), _first(r"\("), _first("0"), _first("8")
+_PHONE_FORMS = (
+    # +82 10 1234 5678, +82-2-123-4567, +82 (0)10-1234-5678, +821012345678
+    rf"{_PLUS} ?82 ?-? ?(?:\(0\) ?)?(?:{_MOBILE_CODES}|{_AREA_CODES}){_SEP}?{_REST}",
+    # 82-10-1234-5678: a mobile number with the country code but no plus, separators required
+    rf"{_EIGHT}2{_SEP}{_MOBILE_CODES}{_SEP}{_REST_SEP}",
+    # (02) 123-4567, (010)1234-5678
+    rf"{_PAREN}0(?:{_AREA_CODES}|{_MOBILE_CODES})\) ?{_REST_SEP}",
+    # 010-1234-5678, 010)1234-5678, 010 1234 5678, 010.1234.5678, 01012345678
+    rf"{_ZERO}{_MOBILE_CODES}(?:\) ?|{_SEP})?{_REST}",
+    # 02-123-4567, 031)123-4567, 064.712.3456, 0505-123-4567: landlines need separators
+    rf"{_ZERO}(?:{_AREA_CODES})(?:\) ?|{_SEP}){_REST_SEP}",
 )
+_PHONE = re.compile("(?:" + "|".join(_PHONE_FORMS) + ")" + _NA, re.ASCII)
 
+# Digit groups joined by one separator kind (3-3-6, 6-2-6, 4-4-4-2, 3-6-2-3, 4-4-4-1 ...), or a bare run
+_ACCOUNT = re.compile(rf"{_D}(?:\d{{1,5}}( ?- ?| )(?:\d{{2,6}}\1){{0,3}}\d{{1,7}}|\d{{9,13}}){_NA}", re.ASCII)
+# A bank's short name right before or after a grouped number ("국민 123456-01-234567"); alone
+# these are common words (하나 "one", 우리 "we"), so they count only next to the number.
+_BANK_SHORT = "국민|하나|우리|기업|카뱅|토스|케뱅|대구|부산|경남|광주|전북|제주|산업"
+_BANK_BEFORE = re.compile(rf"(?:{_BANK_SHORT})[ :(]?$")
+_BANK_AFTER = re.compile(rf"[ (]?(?:{_BANK_SHORT})")
+# An amount, count or measure, not an account: "1234 5678 90원", "12345678901명".
+# The unit must end its word or take a particle: "만 원", "원을", but not "만나다", "분위기", "배우".
+_UNIT_AFTER = re.compile(
+    r" ?(?:원|만|억|천|달러|명|개|건|회|점|%|배|주년|년|개월|월|일|시간|시|분|초)"
+    r"(?:을|를|이|가|은|는|의|에|에서|으로|로|과|와|도|만|씩|짜리|정도|이상|이하|까지|부터|이나|입니다|이다|어치|쯤|째)?"
+    r"(?![가-힣])"
+)
+# A bare run starting with a date is a timestamp or an order number: 20240115143000.
+_DATE_START = re.compile(r"(?:19[5-9]\d|20[0-4]\d)(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])")
+
+# "icon@2x.png" is a file name: a "top-level domain" that is a file extension is no address.
+_FILE_EXT = frozenset(
+    {"png", "jpg", "jpeg", "gif", "svg", "webp", "bmp", "ico", "tif", "tiff", "pdf", "txt", "md", "csv"}
+    | {"json", "xml", "yaml", "yml", "html", "htm", "css", "js", "ts", "py", "java", "cpp", "zip", "gz"}
+    | {"tar", "rar", "wav", "avi", "mkv", "mov", "doc", "docx", "xls", "xlsx", "ppt", "pptx", "odt", "ods"}
+)
+_LOCAL = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-")
 _EMAIL = re.compile(
-    r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.[A-Za-z]{2,24}(?![A-Za-z0-9])"
+    r"[A-Za-z0-9_][A-Za-z0-9._%+-]{0,63}@"
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+([A-Za-z]{2,24})(?![A-Za-z0-9])"
 )
 
 
-def _has_context(text: str, start: int, end: int, pattern: re.Pattern, window: int) -> bool:
-    return bool(pattern.search(text, max(0, start - window), min(len(text), end + window)))
+def _emails(text: str) -> Iterator[re.Match]:
+    """``_EMAIL`` matches, tried only where an ``@`` is (scanning every letter costs 5x more).
+
+    The local part starts after the last character that cannot be in one, skipping punctuation
+    that cannot start one: "보낼게요.joon@naver.com" is an address after a full stop."""
+    at = text.find("@")
+    while at != -1:
+        start = at
+        while start > 0 and at - start <= 64 and text[start - 1] in _LOCAL:
+            start -= 1
+        m = None
+        if start == 0 or text[start - 1] not in _LOCAL:  # else the local part is too long
+            while start < at and text[start] in ".%+-":
+                start += 1
+            m = _EMAIL.match(text, start)
+        if m:
+            yield m
+        at = text.find("@", m.end() if m else at + 1)
+
+
+# ---- labels: the word nearest before a number says what it is --------------------------------
+
+_LABELS = re.compile(
+    r"(?P<veto>(?:사업자|법인|차량|의안|사건|주문|송장|운송장|상품|제품|모델|일련|시리얼|접수|예약|승인|인증|회원"
+    r"|관리|문서|우편|고유|쿠폰|바코드|부품|특허|출원|등기)\s?(?:등록)?번호"
+    r"|주문|송장|운송장|품번|모델명|시리얼|라이[선센]스|제품\s?키|쿠폰|바코드|(?:상품|제품|품목)\s?코드"
+    r"|(?<![A-Za-z])(?i:isbn|issn|doi|s/n|serial|model|order|invoice|tracking)(?![A-Za-z]))"
+    r"|(?P<rrn>주민|외국인\s?등록|등록번호|생년월일|(?<![A-Za-z])RRN(?![A-Za-z]))"
+    r"|(?P<card>카드|신용|체크|결제|(?<![A-Za-z])(?i:card|visa|master|amex)(?![A-Za-z]))"
+    r"|(?P<account>계좌|입금|송금|이체|예금주|무통장|은행|뱅크|농협|신협|수협|새마을금고|우체국|신한|저축"
+    r"|(?<![A-Za-z])(?:KB|IBK|NH|SC|(?i:account|bank))(?![A-Za-z])|씨티)"
+    r"|(?P<phone>전화|연락|휴대|핸드폰|폰|문의|팩스|(?<![A-Za-z])(?i:tel|phone|mobile|fax|hp|call)(?![A-Za-z]))"
+)
+"""Labels that name the number after them. ``veto``: a number that is not personal (order,
+invoice, ISBN, business registration ...); the compounds come first so that "사업자등록번호"
+is one veto, not a veto and then a "등록번호" (RRN) label at a later position."""
+
+
+# A label that ends right before a number: up to a colon, a bracket and spaces in between.
+_NUMBER_LABEL = re.compile(rf"(?:{_LABELS.pattern})[\s:.(#]{{0,3}}$")
+
+
+def _label(text: str, start: int, end: int, window: int) -> str | None:
+    """Kind of the label nearest before ``text[start:end]`` within ``window`` characters, else
+    of the first one after it (``123-45-678901 농협``), else None."""
+    before = list(_LABELS.finditer(text, max(0, start - window), start))
+    last = before[-1] if before else _LABELS.search(text, end, end + window)
+    return last.lastgroup if last else None
+
+
+def _has_label(text: str, start: int, end: int, window: int, kind: str) -> bool:
+    lo, hi = max(0, start - window), end + window
+    return any(m.lastgroup == kind for m in _LABELS.finditer(text, lo, hi))
 
 
 def valid_rrn_date(yy: str, mm: str, dd: str, century_digit: str) -> bool:
@@ -85,71 +216,117 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
+def ean13_ok(digits: str) -> bool:
+    """Check digit of an EAN-13 barcode (weights 1, 3, 1, 3 ... from the left)."""
+    total = sum(int(d) * (3 if i % 2 else 1) for i, d in enumerate(digits[:12]))
+    return (10 - total % 10) % 10 == int(digits[12])
+
+
+def _digits(s: str) -> str:
+    return "".join(ch for ch in s if "0" <= ch <= "9")
+
+
+def _is_rrn(text: str, m: re.Match, window: int) -> bool:
+    yy, mm, dd, hyphen, s, rest, _, s_bare, rest_bare = m.groups()
+    if hyphen is None:
+        s, rest = s_bare, rest_bare
+    if not valid_rrn_date(yy, mm, dd, s) or _label(text, m.start(), m.end(), window) == "veto":
+        return False
+    if hyphen is not None or _has_label(text, m.start(), m.end(), window, "rrn"):
+        return True
+    # No hyphen and no label: any 13-digit id would do, so the check digit must hold, and
+    # Korean barcodes (EAN-13 with prefix 880), which can pass it too, are left alone.
+    digits = yy + mm + dd + s + rest
+    return rrn_checksum_ok(digits) and not (digits.startswith("880") and ean13_ok(digits))
+
+
+def _is_card(text: str, m: re.Match, window: int) -> bool:
+    label = _label(text, m.start(), m.end(), window)
+    if label == "card":
+        return True
+    digits = _digits(m.group(0))
+    # A bare 16-digit run is as likely an order or product number: a card label is required.
+    return label != "veto" and len(digits) != len(m.group(0)) and luhn_ok(digits)
+
+
+def _is_phone(text: str, m: re.Match, window: int) -> bool:
+    # A phone number is kept only when a number label names it right before ("주문번호: 010-...");
+    # "주문 시 010-1234-5678로 연락" is a phone number.
+    label = _NUMBER_LABEL.search(text, max(0, m.start() - 16), m.start())
+    return label is None or label.lastgroup != "veto"
+
+
+def _is_account(text: str, m: re.Match, window: int) -> bool:
+    raw = m.group(0)
+    digits = _digits(raw)
+    if not 10 <= len(digits) <= 16 or _UNIT_AFTER.match(text, m.end()):
+        return False
+    bare = len(digits) == len(raw)
+    if bare and _DATE_START.match(raw):
+        return False
+    label = _label(text, m.start(), m.end(), window)
+    if label == "account":
+        return True
+    # A short bank name vouches only for a grouped number and never against a veto label:
+    # "예약번호 9150443487 하나에" is a reservation number followed by "one of".
+    return (
+        not bare
+        and label != "veto"
+        and bool(
+            _BANK_BEFORE.search(text, max(0, m.start() - 4), m.start()) or _BANK_AFTER.match(text, m.end())
+        )
+    )
+
+
+def _is_email(text: str, m: re.Match, window: int) -> bool:
+    return m.group(1).lower() not in _FILE_EXT
+
+
+_Check = Callable[[str, re.Match, int], bool]
+"""Decides whether a pattern's match (in the folded text, with the label window) is PII."""
+
+
 def mask_pii(text: str, cfg: PIIConfig | None = None) -> tuple[str, dict[str, int]]:
     """Replace PII in ``text``; returns the new text and the count of each type replaced."""
-    cfg = cfg or PIIConfig()
-    counts = dict.fromkeys(PII_TYPES, 0)
-    # Cheap gate: each number type needs a minimum count of digits in the document.
-    digit_count = len(_DIGIT.findall(text))
+    cfg = cfg or _DEFAULT
+    counts = _ZEROS.copy()
+    if not _GATE.search(text):
+        return text, counts
+    work = text.translate(_FOLD) if _NEEDS_FOLD.search(text) else text
+    n_digits = sum(map(work.count, "0123456789"))  # each number type needs this many at least
     window = cfg.context_chars
+    spans: list[tuple[int, int, str]] = []
 
-    if cfg.rrn and digit_count >= 13:
+    def run(kind: str, matches: Iterable[re.Match], token: str, accept: _Check) -> None:
+        nonlocal work
+        found = [m.span() for m in matches if accept(work, m, window)]
+        if not found:
+            return
+        counts[kind] += len(found)
+        spans.extend((a, b, token) for a, b in found)
+        parts, pos = [], 0
+        for a, b in found:
+            parts += [work[pos:a], _BLANK * (b - a)]
+            pos = b
+        parts.append(work[pos:])
+        work = "".join(parts)
 
-        def rrn(m: re.Match) -> str:
-            yy, mm, dd, sep, s, rest = m.groups()
-            if not valid_rrn_date(yy, mm, dd, s):
-                return m.group(0)
-            if not sep:
-                digits = yy + mm + dd + s + rest
-                if not (
-                    rrn_checksum_ok(digits) or _has_context(text, m.start(), m.end(), _RRN_CONTEXT, window)
-                ):
-                    return m.group(0)
-            counts["rrn"] += 1
-            return cfg.rrn_token
-
-        text = _RRN.sub(rrn, text)
-
-    if cfg.card and digit_count >= 15:
-
-        def card(m: re.Match) -> str:
-            digits = _NON_DIGIT.sub("", m.group(0))
-            # A bare 16-digit run is as likely an order or product number: context required.
-            separated = len(digits) != len(m.group(0))
-            if not (
-                (separated and luhn_ok(digits))
-                or _has_context(text, m.start(), m.end(), _CARD_CONTEXT, window)
-            ):
-                return m.group(0)
-            counts["card"] += 1
-            return cfg.acc_token
-
-        text = _CARD.sub(card, text)
-
-    if cfg.phone and digit_count >= 9:
-
-        def phone(m: re.Match) -> str:
-            counts["phone"] += 1
-            return cfg.tel_token
-
-        text = _PHONE.sub(phone, text)
-
-    if cfg.account and digit_count >= 10:
-
-        def account(m: re.Match) -> str:
-            digits = sum(ch.isdigit() for ch in m.group(0))
-            if not 10 <= digits <= 16 or not _has_context(text, m.start(), m.end(), _ACCOUNT_CONTEXT, window):
-                return m.group(0)
-            counts["account"] += 1
-            return cfg.acc_token
-
-        text = _ACCOUNT.sub(account, text)
-
-    if cfg.email and "@" in text:
-
-        def email(m: re.Match) -> str:
-            counts["email"] += 1
-            return cfg.email_placeholder
-
-        text = _EMAIL.sub(email, text)
-    return text, counts
+    if cfg.rrn and n_digits >= 7:  # 7: a masked "880515-1******"
+        run("rrn", _RRN.finditer(work), cfg.rrn_token, _is_rrn)
+    if cfg.card and n_digits >= 15:
+        run("card", _CARD.finditer(work), cfg.acc_token, _is_card)
+    if cfg.phone and n_digits >= 9:
+        run("phone", _PHONE.finditer(work), cfg.tel_token, _is_phone)
+    if cfg.account and n_digits >= 10:
+        run("account", _ACCOUNT.finditer(work), cfg.acc_token, _is_account)
+    if cfg.email and "@" in work:
+        run("email", _emails(work), cfg.email_placeholder, _is_email)
+    if not spans:
+        return text, counts
+    spans.sort()
+    out, pos = [], 0
+    for a, b, token in spans:
+        out += [text[pos:a], token]
+        pos = b
+    out.append(text[pos:])
+    return "".join(out), counts
