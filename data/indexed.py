@@ -415,7 +415,8 @@ def write_stats(prefix: str | os.PathLike, stats: dict) -> Path:
     """Write ``PREFIX.stats.json`` atomically; `koneox pack` calls it after ``.bin``/``.idx``.
 
     Fields: num_documents, num_tokens, max_token_id, min_token_id, bin_bytes, dtype
-    ("uint16"/"int32"), tokenizer (path), vocab_size; per-shard packs add ``source``."""
+    ("uint16"/"int32"), tokenizer (path), vocab_size, kept_added_tokens (the added tokens that
+    document text may encode to); per-shard packs add ``source``."""
     import json
 
     from data.stage import write_text_atomic

@@ -3,6 +3,14 @@
 One sequence per document, the tokenizer's end-of-document token (``<|endoftext|>``) appended,
 so that samples cut across documents (GPT-NeoX style) still show the model where each ends.
 
+Document text is encoded with the tokenizer's special tokens split: a literal ``<|endoftext|>``,
+``<|sep|>``, ``<s>`` ... in the text becomes ordinary tokens (``<|``, ``endoftext``, ``|>``),
+so the appended EOS is the only one in a document. The PII placeholders ``<|acc|>``,
+``<|tel|>``, ``<|rrn|>`` are the exception: they stay one id each. ``koneox clean`` escapes
+every literal placeholder of its input before its pii step writes the real ones, so in its
+output a placeholder is always a masked number; in text that did not go through it a typed
+``<|tel|>`` cannot be told from a written one and becomes the placeholder id as well.
+
 Pipeline (streaming, bounded memory). The main process hands out small task descriptors and
 copies finished token files; the workers read, decompress, parse, encode and check::
 
@@ -97,6 +105,9 @@ TOKENIZER_PRODUCER = "koneox train-tokenizer"
 TOKENIZER_REPORT = "tokenizer_report.json"
 TOKENIZER_WORK_PREFIX = ".koneox-tok-"
 EOS_FALLBACK = "<|endoftext|>"
+# What `koneox clean`'s pii step writes (tokenizer.train.PII_TOKENS, not imported: see above):
+# the only added tokens document text may encode to.
+PII_PLACEHOLDERS = ("<|acc|>", "<|tel|>", "<|rrn|>")
 
 _PIECE_BYTES = 1 << 20  # text a worker parses and encodes at once
 _GZ_READ = 256 << 10  # compressed bytes per zlib call in a worker (~1 MB of text)
@@ -180,6 +191,37 @@ class TokenizerInfo:
     eos_token: str
     eos_id: int
     vocab_size: int
+    kept_tokens: list[str]  # added tokens text encodes to: the PII placeholders in the vocabulary
+    split_ids: dict[int, str]  # added tokens encoded as ordinary text; never inside a document
+
+
+def _control_like(content: str) -> bool:
+    """Shaped like a control token (``<...>``, ``[...]``) rather than text (whitespace runs)."""
+    return len(content) >= 3 and content[0] in "<[" and content[-1] in ">]"
+
+
+def split_specials(tok):
+    """``tok`` set up to encode document text: every added token that is special, or shaped like
+    one, is encoded as ordinary text (``encode_special_tokens``), except the PII placeholders,
+    which stay single ids (made non-special where a tokenizer marks them special). Other added
+    tokens (e.g. whitespace runs) keep their ids. Returns the tokenizer, the kept placeholders
+    and the split tokens by id."""
+    from tokenizers import Tokenizer
+
+    added = tok.get_added_tokens_decoder()
+    kept = [p for p in PII_PLACEHOLDERS if p in {t.content for t in added.values()}]
+    split = {
+        i: t.content
+        for i, t in added.items()
+        if t.content not in PII_PLACEHOLDERS and (t.special or _control_like(t.content))
+    }
+    if any(t.special != (i in split) for i, t in added.items()):
+        state = json.loads(tok.to_str())
+        for entry in state["added_tokens"]:
+            entry["special"] = entry["id"] in split
+        tok = Tokenizer.from_str(json.dumps(state))
+    tok.encode_special_tokens = True
+    return tok, kept, split
 
 
 def _eos_from_configs(tok_dir: Path) -> str | None:
@@ -220,7 +262,8 @@ def _require_finished_tokenizer(tok_dir: Path) -> None:
 
 
 def load_tokenizer(tokenizer_dir: str | os.PathLike):
-    """Load the fast tokenizer of a Hugging Face tokenizer directory and describe its EOS.
+    """Load the fast tokenizer of a Hugging Face tokenizer directory, set up to encode document
+    text (``split_specials``), and describe its EOS and added tokens.
 
     Reads ``tokenizer.json`` with ``tokenizers`` directly (fast to load in every worker);
     a directory with only slow-tokenizer files is converted once through ``transformers``.
@@ -244,7 +287,9 @@ def load_tokenizer(tokenizer_dir: str | os.PathLike):
     eos_id = tok.token_to_id(eos)
     if eos_id is None:
         raise PackError(f"{tok_dir}: end-of-document token {eos!r} is not in the vocabulary")
-    info = TokenizerInfo(str(tok_dir), eos, int(eos_id), int(tok.get_vocab_size(with_added_tokens=True)))
+    tok, kept, split = split_specials(tok)
+    size = int(tok.get_vocab_size(with_added_tokens=True))
+    info = TokenizerInfo(str(tok_dir), eos, int(eos_id), size, kept, split)
     return tok, info
 
 
@@ -583,7 +628,9 @@ def _load_state(tokenizer_dir: str, text_field: str) -> None:
     tok, info = load_tokenizer(tokenizer_dir)
     # encode_batch_fast (tokenizers >= 0.21) skips the character offsets packing never needs.
     encode = getattr(tok, "encode_batch_fast", tok.encode_batch)
-    _worker.update(encode=encode, info=info, dtype=best_dtype(info.vocab_size), text_field=text_field)
+    split_ids = np.array(sorted(info.split_ids), dtype=np.int64)
+    dtype = best_dtype(info.vocab_size)
+    _worker.update(encode=encode, info=info, dtype=dtype, text_field=text_field, split_ids=split_ids)
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -612,7 +659,8 @@ def _encode(texts: list[str], where: Callable[[int], str]) -> tuple[np.ndarray, 
     """Texts -> (flat tokens in the dataset dtype with EOS after each document, int32 lengths,
     smallest id, largest id).
 
-    Ids are checked against the vocabulary before the cast, so uint16 never wraps one around."""
+    Ids are checked against the vocabulary before the cast, so uint16 never wraps one around,
+    and no split special token's id may come out of the text (the EOS appended here aside)."""
     info = _worker["info"]
     ids = [e.ids for e in _worker["encode"](texts, add_special_tokens=False)]
     for doc in ids:
@@ -620,6 +668,18 @@ def _encode(texts: list[str], where: Callable[[int], str]) -> tuple[np.ndarray, 
     lengths = np.fromiter(map(len, ids), dtype=np.int32, count=len(ids))
     flat = np.fromiter(chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum(dtype=np.int64)))
     lo, hi = (int(flat.min()), int(flat.max())) if len(flat) else (-1, -1)
+    if len(_worker["split_ids"]):
+        ends = np.cumsum(lengths, dtype=np.int64)
+        special = np.isin(flat, _worker["split_ids"])
+        special[ends - 1] = False  # the EOS appended above
+        if special.any():
+            pos = int(np.argmax(special))
+            doc = int(np.searchsorted(ends, pos, side="right"))
+            raise PackError(
+                f"{where(doc)}: the text encoded to special token id {int(flat[pos])} "
+                f"({info.split_ids[int(flat[pos])]!r}) although special tokens are split: the model "
+                f"of {info.path} makes that id from ordinary text"
+            )
     if hi >= info.vocab_size:
         pos = int(np.argmax(flat >= info.vocab_size))
         doc = int(np.searchsorted(np.cumsum(lengths, dtype=np.int64), pos, side="right"))
@@ -771,6 +831,7 @@ def _stats(counts: Counts, dtype: np.dtype, info: TokenizerInfo, tokenizer_dir) 
         "dtype": str(dtype),
         "tokenizer": str(Path(tokenizer_dir).resolve()),
         "vocab_size": info.vocab_size,
+        "kept_added_tokens": info.kept_tokens,
     }
 
 
@@ -875,6 +936,8 @@ def pack(
             "eos_token": info.eos_token,
             "eos_id": info.eos_id,
             "vocab_size": info.vocab_size,
+            "kept_added_tokens": info.kept_tokens,
+            "split_added_tokens": sorted(info.split_ids.values()),
             "dtype": str(dtype),
             "bin": str(bin_path(out)),
             "idx": str(idx_path(out)),
@@ -915,13 +978,14 @@ def _source(path: Path) -> dict:
 
 def shard_complete(prefix: Path, source: dict, want: dict) -> dict | None:
     """The stats of a finished shard, or None: the sidecar must exist, describe this .bin (size)
-    and an .idx of the right size, and name the same tokenizer, dtype and source file."""
+    and an .idx of the right size, and name the same tokenizer, dtype, kept added tokens (a
+    shard packed before special tokens were split has none listed) and source file."""
     stats = read_stats(prefix)
     if stats is None or not idx_path(prefix).is_file():
         return None
     n = stats.get("num_documents", -1)
     idx_bytes = _IDX_HEADER + 4 * n + 8 * n + 8 * (n + 1)
-    same = all(stats.get(k) == want[k] for k in ("tokenizer", "vocab_size", "dtype"))
+    same = all(stats.get(k) == want[k] for k in ("tokenizer", "vocab_size", "dtype", "kept_added_tokens"))
     if not same or stats.get("source") != source or idx_path(prefix).stat().st_size != idx_bytes:
         return None
     return stats
@@ -976,6 +1040,7 @@ def pack_per_shard(
         "tokenizer": str(Path(tokenizer_dir).resolve()),
         "vocab_size": info.vocab_size,
         "dtype": str(dtype),
+        "kept_added_tokens": info.kept_tokens,
     }
     done: dict[str, dict] = {}
     todo: list[tuple[str, Task, dict]] = []
@@ -1039,6 +1104,8 @@ def pack_per_shard(
             "eos_token": info.eos_token,
             "eos_id": info.eos_id,
             "vocab_size": info.vocab_size,
+            "kept_added_tokens": info.kept_tokens,
+            "split_added_tokens": sorted(info.split_ids.values()),
             "dtype": str(dtype),
             "out": str(out),
             "shards": len(order),
@@ -1093,11 +1160,11 @@ def merge_packed(items: Sequence[str | os.PathLike], out_prefix: str | os.PathLi
     Path(f"{out}.stats.json").unlink(missing_ok=True)
     report = merge(prefixes, out)
     parts = [read_stats(p) for p in prefixes]
-    same = ("tokenizer", "vocab_size", "dtype")
+    same = ("tokenizer", "vocab_size", "dtype", "kept_added_tokens")
     if (
         parts
         and all(s is not None for s in parts)
-        and all(all(s[k] == parts[0][k] for k in same) for s in parts)
+        and all(all(s.get(k) == parts[0].get(k) for k in same) for s in parts)
     ):
         total = Counts()
         for s in parts:
@@ -1108,7 +1175,7 @@ def merge_packed(items: Sequence[str | os.PathLike], out_prefix: str | os.PathLi
             "max_token_id": total.max_id,
             "min_token_id": total.min_id,
             "bin_bytes": bin_path(out).stat().st_size,
-            **{k: parts[0][k] for k in same},
+            **{k: parts[0][k] for k in same if k in parts[0]},
         }
         write_stats(out, stats)
         report.update(max_token_id=total.max_id, min_token_id=total.min_id, stats=f"{out}.stats.json")

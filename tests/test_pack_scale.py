@@ -135,6 +135,7 @@ def test_stats_sidecar_describes_the_tokens(reference, tok_dir):
         "dtype": "uint16",
         "tokenizer": str(tok_dir.resolve()),
         "vocab_size": 2000,
+        "kept_added_tokens": [],
     }
     report = json.loads(Path(f"{reference}.report.json").read_text())
     assert report["max_token_id"] == stats["max_token_id"] and report["stats"] == f"{reference}.stats.json"

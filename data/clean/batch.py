@@ -5,9 +5,10 @@ a few flat arrays and byte strings that cost the main process little to receive.
 
     RawLines / records ──prepare──> docs (text steps, filter)  ──finish──> BatchResult
       (worker: JSON parsing too)      join runs between the two in     status per unit, and for the
-                                      the main process when it is on   live ones: exact keys, MinHash
-                                                                       signatures, band keys, PII
-                                                                       counts and the ready JSON line
+                                      the main process when it is on   live ones: special-token and
+                                                                       PII counts, exact keys, MinHash
+                                                                       signatures, band keys and the
+                                                                       ready JSON line
 
 A unit is what reaches dedup: one input record, or a run of records merged by join
 (``weight`` records). ``end_file``/``end_rec`` say how far into the input the main process has
@@ -32,6 +33,7 @@ from data.clean.dedup import band_key_matrix, exact_key, minhash_matrix
 from data.clean.filters import REASONS, quality_reason
 from data.clean.io import BadInput, RawLines, Record, parse_lines
 from data.clean.pii import PII_TYPES, mask_pii
+from data.clean.specials import SpecialTokenEscaper, special_strings
 from data.clean.text import fix_unicode, html_to_text, normalize_whitespace, shorten_repeats, strip_markup
 
 OUTCOMES: tuple[str, ...] = ("kept", *REASONS, "duplicate", "near_duplicate", "bad_input")
@@ -66,6 +68,7 @@ class BatchResult:
     line_ends: np.ndarray  # (m,) int64 offset after each line in ``lines``
     rejects: bytes | None = None  # keep_rejects: per unit the reject line after '{"reason": "...", '
     reject_ends: np.ndarray | None = None  # (n,) int64 offset after each unit's part (bad units: empty)
+    specials: list[tuple[int, str, int]] = field(default_factory=list)  # (live index, string, count) escaped
     timings: Counter = field(default_factory=Counter)
 
 
@@ -131,6 +134,9 @@ class Worker:
     def __init__(self, cfg: CleanConfig, paths: list[str], keep_rejects: bool) -> None:
         self.cfg, self.paths, self.keep_rejects = cfg, paths, keep_rejects
         self.steps = _pre_steps(cfg)
+        self.escape = (
+            SpecialTokenEscaper(special_strings(cfg.special_tokens, cfg.pii)) if cfg.special_tokens.enabled else None
+        )
 
     def prepare(self, batch: RawLines | list[Record | BadInput]) -> tuple[list[list], Counter]:
         """Parse, run the text steps and the quality filter (short joinable documents are
@@ -188,9 +194,19 @@ class Worker:
         return docs, timings
 
     def finish(self, docs: list[list]) -> BatchResult:
-        """PII, keys, signatures and the output lines of the live documents; codes of the rest."""
+        """Special-token strings, PII, keys, signatures and the output lines of the live
+        documents; codes of the rest."""
         cfg, timings = self.cfg, Counter()
         live = [doc for doc in docs if doc[_REASON] is None]
+        specials: list[tuple[int, str, int]] = []
+        if self.escape is not None:
+            # After join (two joined documents cannot complete a string) and right before pii,
+            # so its placeholders are the only real ones.
+            t0 = time.perf_counter()
+            for i, doc in enumerate(live):
+                doc[_TEXT], found = self.escape(doc[_TEXT])
+                specials += [(i, s, n) for s, n in found.items()]
+            timings["special_tokens"] += time.perf_counter() - t0
         pii = None
         if cfg.pii.enabled:
             t0 = time.perf_counter()
@@ -239,6 +255,7 @@ class Worker:
             line_ends=np.cumsum([len(e) for e in encoded], dtype=np.int64),
             rejects=rejects,
             reject_ends=reject_ends,
+            specials=specials,
             timings=timings,
         )
 

@@ -19,6 +19,7 @@ STEP_NAMES: tuple[str, ...] = (
     "repeats",
     "filter",
     "join",
+    "special_tokens",
     "pii",
     "dedup",
     "near_dedup",
@@ -139,6 +140,18 @@ class JoinConfig:
 
 
 @dataclass
+class SpecialTokensConfig:
+    enabled: bool = True
+    """Run the step: escape every literal special-token string (``<|endoftext|>``, ``<|tel|>``,
+    ``<s>``, ``[CLS]`` ...) with a space after its first character (``< |endoftext|>``), so no
+    text from the input reaches the tokenizer as a special id; runs after join, just before pii,
+    whose placeholders are then the only real ones (``data/clean/specials.py``)."""
+    extra: list[str] = field(default_factory=list)
+    """More literal strings to escape, e.g. another tokenizer's special tokens (each at least two
+    characters, no whitespace). The pii step's placeholders are always escaped."""
+
+
+@dataclass
 class PIIConfig:
     enabled: bool = True
     """Run the step: replace personal identifiers with placeholder tokens."""
@@ -212,6 +225,8 @@ class CleanConfig:
     """Quality filter step."""
     join: JoinConfig = field(default_factory=JoinConfig)
     """Short-document joining step."""
+    special_tokens: SpecialTokensConfig = field(default_factory=SpecialTokensConfig)
+    """Special-token string escaping step."""
     pii: PIIConfig = field(default_factory=PIIConfig)
     """PII masking step."""
     dedup: DedupConfig = field(default_factory=DedupConfig)

@@ -5,9 +5,10 @@
     inputs ──main: decompress, cut at line ends──> RawLines batches (bytes)
                ┌─────────────▼───────────────────┐
      workers:  │ parse JSON, unicode html markup │  pure functions of one document; a batch
-               │ whitespace repeats filter, pii, │  comes back as flat arrays and one bytes
-               │ exact key, MinHash, band keys,  │  string (BatchResult), in input order
-               │ the ready-to-write JSON line    │
+               │ whitespace repeats filter,      │  comes back as flat arrays and one bytes
+               │ special_tokens, pii, exact key, │  string (BatchResult), in input order
+               │ MinHash, band keys, the ready-  │
+               │ to-write JSON line              │
                └─────────────┬───────────────────┘
      main:       dedup + near_dedup in input order (first copy wins), counts, kept lines
                              │ cut into ~1 MB members (output.py)
@@ -68,6 +69,7 @@ from data.clean.output import (
 )
 from data.clean.pii import PII_TYPES
 from data.clean.report import write_report
+from data.clean.specials import special_strings
 from data.stage import clear_marker, mark_complete, read_marker, remove_temporaries
 
 PRODUCER = "koneox clean"
@@ -147,6 +149,7 @@ class _Tally:
     def __init__(self, n_files: int) -> None:
         self.counts = np.zeros(len(OUTCOMES), np.int64)  # input records by outcome
         self.pii = np.zeros(len(PII_TYPES), np.int64)
+        self.specials: Counter = Counter()  # special-token strings escaped, in kept documents
         self.output_documents = self.chars_in = self.chars_out = self.text_bytes = 0
         self.file_records: list[int] = [0] * n_files  # filled in by the reader as files end
         self.bad_items: list[dict[str, Any]] = []
@@ -162,6 +165,7 @@ class _Tally:
             "records": [*self.file_records[:f], r] + [0] * (len(self.file_records) - f - 1),
             "counts": {OUTCOMES[i]: int(c) for i, c in enumerate(self.counts) if c},
             "pii": dict(zip(PII_TYPES, self.pii.tolist(), strict=True)),
+            "special_tokens": dict(sorted(self.specials.items())),
             "output_documents": self.output_documents,
             "chars_in": self.chars_in,
             "chars_out": self.chars_out,
@@ -177,6 +181,7 @@ class _Tally:
         for name, count in last["counts"].items():
             self.counts[OUTCOMES.index(name)] = count
         self.pii[:] = [last["pii"][t] for t in PII_TYPES]
+        self.specials = Counter(last["special_tokens"])
         self.output_documents, self.chars_in = last["output_documents"], last["chars_in"]
         self.chars_out, self.text_bytes = last["chars_out"], last["text_bytes_in"]
         self.file_records = list(last["records"])
@@ -351,6 +356,11 @@ class _Run:
             tally.chars_out += int(res.out_chars[kept].sum())
             if res.pii is not None:
                 tally.pii += res.pii[kept].sum(axis=0)
+            if res.specials:
+                mine = set(kept.tolist())
+                for i, s, n in res.specials:
+                    if i in mine:
+                        tally.specials[s] += n
             ends = res.line_ends[kept]
             starts = np.where(kept > 0, res.line_ends[kept - 1], 0)
             # kept lines are mostly consecutive in res.lines: copy them run by run
@@ -438,6 +448,7 @@ class _Run:
             "output_documents": t.output_documents,
             "merged_by_join": kept - t.output_documents,
             "pii": dict(zip(PII_TYPES, t.pii.tolist(), strict=True)),
+            "special_tokens": dict(sorted(t.specials.items())),
             "chars_in": t.chars_in,
             "chars_out": t.chars_out,
             "text_bytes_in": t.text_bytes,
@@ -503,6 +514,8 @@ def clean_files(
         cfg = cfg.with_steps(steps)
     if not 0 <= cfg.compress_level <= 9:
         raise ValueError(f"data.clean.compress_level must be 0-9 (gzip levels), got {cfg.compress_level}")
+    if cfg.special_tokens.enabled:
+        special_strings(cfg.special_tokens, cfg.pii)  # a bad extra string fails here, not in a worker
     log = log or _stderr
     paths = [Path(p) for p in inputs]
     out = Path(out_dir)

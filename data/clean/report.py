@@ -12,7 +12,8 @@ MAX_LISTED = 50  # bad records listed in report.md; report.json lists all of the
 
 
 def render_markdown(report: dict[str, Any]) -> str:
-    """The report as a short Markdown page: accounting first, then drops, PII and speed."""
+    """The report as a short Markdown page: accounting first, then drops, PII, special-token
+    strings and speed."""
     r = report
     dropped_total = r["dropped_total"]
     lines = [
@@ -57,6 +58,11 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += ["", "## PII replaced", "", "| type | count |", "|---|---:|"]
     for kind, count in r["pii"].items():
         lines.append(f"| {kind} | {count:,} |")
+    if r["special_tokens"]:
+        lines += ["", "## Special-token strings escaped", "", "| string | count |", "|---|---:|"]
+        for string, count in r["special_tokens"].items():
+            cell = string.replace("|", "\\|")  # a bar inside a table cell must be escaped
+            lines.append(f"| `{cell}` | {count:,} |")
     lines += [
         "",
         "## Throughput",
