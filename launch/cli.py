@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-tokenizer": ("tokenizer.cli", "train the morpheme-aware byte-level BPE tokenizer"),
     "pack": ("data.pack_cli", "tokenize and pack text into Megatron .bin/.idx shards"),
     "index": ("data.index_cli", "build the training data's split and epoch index cache ahead of training"),
-    "select": ("train.eval.select", "evaluate a run's checkpoints (held-out loss, degeneration) and pick one"),
+    "select": ("train.eval.select", "evaluate a run's checkpoints (held-out loss, bits per byte, degeneration, KoBEST) and pick one"),
     "eval": ("train.eval.cli", "KoBEST (as lm-evaluation-harness) and bits per byte of a model or checkpoint"),
     "export": ("train.export", "turn a training checkpoint into a Hugging Face GPT-NeoX directory"),
     "generate": ("train.generate", "generate text from an exported model or a checkpoint, streaming tokens"),

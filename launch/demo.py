@@ -113,14 +113,23 @@ def main(argv: list[str] | None = None) -> int:
     command([*KONEOX, "slurm", "--config", "12.8b.yaml", "--nodes", "32", "--time", "2-00:00:00",
              "--out", str(out / "train-12.8b.sbatch"), f"train.run_dir={out / 'runs-12.8b'}"])
 
-    banner("8. pick a checkpoint: held-out loss, degeneration, epoch boundaries")
-    command([*KONEOX, "select", str(out / "train")], env={"OMP_NUM_THREADS": "1"})
+    banner("8. pick a checkpoint: held-out loss, bits per byte, degeneration, KoBEST 0-shot")
+    # KoBEST on the first 100 dev examples of each task per checkpoint (about 15 s each on one
+    # CPU core; all 2,710 take about 70 s); stage 10 evaluates the chosen one on all of them.
+    command([*KONEOX, "select", str(out / "train"), "--kobest", "--kobest-limit", "100"],
+            env={"OMP_NUM_THREADS": "1"})
     print((ROOT / out / "train" / "selection.md").read_text(encoding="utf-8"))
 
     banner("9. export the recommended checkpoint to Hugging Face format")
     command([*KONEOX, "export", str(out / "train"), "--recommended", "--out", str(out / "hf")])
 
-    banner("10. generate a Korean continuation with transformers")
+    banner("10. evaluate the export on KoBEST (bundled dev splits, 0-shot)")
+    # The command prints results.md; results.json and per-example predictions go to --out.
+    command([*KONEOX, "eval", str(out / "hf"), "--tasks", "kobest", "--shots", "0", "--data",
+             str((SAMPLES / "kobest").relative_to(ROOT)), "--split", "dev", "--out", str(out / "eval"), "--quiet"],
+            env={"OMP_NUM_THREADS": "1"})
+
+    banner("11. generate a Korean continuation with transformers")
     command([*KONEOX, "generate", str(out / "hf"), "--prompt", "이 영화 정말", "--greedy", "--max-new-tokens", "40"])
 
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s; outputs in {out}/", flush=True)

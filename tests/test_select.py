@@ -4,11 +4,13 @@ decision rules on hand-made inputs.
 The run: a 2-layer GPT-NeoX on 300 Korean reviews (240 for training: about 20 steps per epoch),
 30 steps with a checkpoint every 10. A fourth checkpoint is made degenerate by editing the
 weights of the last one so that one token wins after any input, as Polyglot-Ko's runs did
-near their epoch boundary.
+near their epoch boundary. KoBEST runs on the bundled dev splits (data/samples/kobest), the
+first KOBEST_LIMIT examples of KOBEST_TASKS.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -24,6 +26,8 @@ from train.eval.degeneration import distinct_n, longest_run, rep_l_hits, seq_rep
 from train.eval.select import Thresholds, flag_degenerate, recommend
 
 WINNER = 7  # the token the degenerate checkpoint always predicts
+KOBEST_TASKS = "kobest_copa,kobest_hellaswag,kobest_sentineg"  # two- and four-choice tasks
+KOBEST_LIMIT = 12
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -66,6 +70,19 @@ def test_degenerate_checkpoint_is_flagged_and_never_recommended_even_with_the_lo
     # Thresholds are honoured: a looser ratio no longer fires on either measure.
     flag_degenerate(rs, Thresholds(rep_ratio=4.0, run_ratio=50.0))
     assert not any(r["degenerate"] for r in rs) and rs[recommend(rs)]["step"] == 2
+
+
+def test_rank_by_kobest_takes_the_highest_mean_f1_and_bpb_the_lowest_earliest_on_ties():
+    rs = rows((3.0, 0.30, 3.0), (2.8, 0.25, 2.0), (2.5, 0.80, 40.0), (2.6, 0.27, 2.5), (2.7, 0.26, 2.4))
+    for r, f1, bpb in zip(rs, (0.40, 0.55, 0.90, 0.55, 0.50), (1.2, 1.1, 1.0, 1.05, None), strict=True):
+        r["kobest_f1"], r["bpb"] = f1, bpb
+    flag_degenerate(rs, Thresholds())
+    assert [r["degenerate"] for r in rs] == [False, False, True, False, False]
+    # Step 2 has the best F1 and bpb but is degenerate; steps 1 and 3 tie on F1: the earlier wins.
+    assert recommend(rs, "kobest_f1", higher_is_better=True) == 1
+    assert recommend(rs, "bpb") == 3  # a row without a value (None) is never picked
+    assert recommend(rs) == 3
+    assert recommend([rs[2], rs[4]], "bpb") is None
 
 
 def test_small_absolute_changes_and_the_first_checkpoint_are_not_flagged():
@@ -116,7 +133,8 @@ def selection(run, tmp_path_factory) -> tuple[Path, dict]:
     from launch.cli import main
 
     out = tmp_path_factory.mktemp("selection")
-    code = main(["select", str(run), "--out", str(out), "--every", "2", "--num-prompts", "6", "--val-samples", "16"])
+    code = main(["select", str(run), "--out", str(out), "--every", "2", "--num-prompts", "6", "--val-samples", "16",
+                 "--kobest", "--kobest-tasks", KOBEST_TASKS, "--kobest-limit", str(KOBEST_LIMIT)])
     assert code == 0
     return out, json.loads((out / "selection.json").read_text())
 
@@ -134,7 +152,8 @@ def test_selection_evaluates_every_kth_checkpoint_with_epochs_from_the_metadata(
     assert rs[0]["epoch"] < 1 < rs[1]["epoch"]
     [boundary] = report["epoch_boundaries"]
     assert boundary["epoch"] == 1 and 10 < boundary["step"] <= 30
-    assert report["validation"] == {"samples": 16, "tokens_per_sample": 64}
+    assert report["validation"]["samples"] == 16 and report["validation"]["tokens_per_sample"] == 64
+    assert report["validation"]["tokens"] == 16 * 64
     assert "validation" in report["prompt_source"]
 
 
@@ -184,11 +203,101 @@ def test_markdown_table_and_png_plot(selection):
     assert matplotlib.image.imread(str(out / "selection.png")).std() > 0  # not a blank canvas
 
 
-def test_kobest_is_refused_until_the_evaluation_exists(run, capsys):
+def test_kobest_f1_of_each_checkpoint_equals_evaluating_its_export(selection, tmp_path):
+    """select scores the model it holds in memory; `koneox eval` of the exported checkpoint on the
+    same tasks and examples gives the same metrics."""
+    from train.eval.kobest import evaluate
+    from train.export import export
+
+    out, report = selection
+    tasks = KOBEST_TASKS.split(",")
+    kb = report["kobest"]
+    assert kb["tasks"] == tasks and kb["shots"] == [0] and kb["split"] == "dev" and kb["limit"] == KOBEST_LIMIT
+    assert kb["examples"] == dict.fromkeys(tasks, KOBEST_LIMIT)
+    bundled = Path(__file__).resolve().parents[1] / "data" / "samples" / "kobest"
+    assert kb["files"]["kobest_copa"]["sha256"] == hashlib.sha256((bundled / "copa" / "dev.tsv").read_bytes()).hexdigest()
+    for row in report["checkpoints"][::2]:  # the first (healthy) and the last (degenerate)
+        export(row["checkpoint"], tmp_path / str(row["step"]), log=lambda *_: None)
+        res = evaluate(tmp_path / str(row["step"]), KOBEST_TASKS, shots=(0,), data_dir=bundled, split="dev",
+                       limit=KOBEST_LIMIT, device="cpu", progress=False)
+        assert set(row["kobest"]) == set(tasks)
+        for task in tasks:
+            ours, theirs = row["kobest"][task]["0"], res["results"][task][0]
+            assert set(ours) == set(theirs) >= {"acc", "acc_stderr", "f1", "f1_stderr"}
+            for key in ("acc", "f1", "acc_norm"):
+                if key in theirs:
+                    assert ours[key] == pytest.approx(theirs[key], abs=1e-12), (row["step"], task, key)
+        assert "acc_norm" in row["kobest"]["kobest_hellaswag"]["0"]
+        assert row["kobest_f1"] == pytest.approx(sum(res["results"][t][0]["f1"] for t in tasks) / len(tasks))
+    md = (out / "selection.md").read_text()
+    assert "| copa F1 | hellaswag F1 | sentineg F1 | KoBEST F1 (mean) |" in md
+    assert f"first {KOBEST_LIMIT} examples" in md
+    for row in report["checkpoints"]:
+        assert f" {row['kobest']['kobest_copa']['0']['f1']:.4f} |" in md and f" {row['kobest_f1']:.4f} |" in md
+
+
+def test_bits_per_byte_is_the_validation_loss_over_the_decoded_bytes(run, selection):
+    """bpb = val loss x scored tokens / ln 2 / UTF-8 bytes of those tokens decoded with the run's
+    tokenizer; EOS targets count in the loss and add no bytes."""
+    from transformers import AutoTokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    from data.dataset import build_datasets
+    from train.eval.select import _data_config
+    from train.export import open_checkpoint
+
+    _, report = selection
+    c = open_checkpoint(report["checkpoints"][0]["checkpoint"])
+    tok = AutoTokenizer.from_pretrained(str(c.tokenizer_path))
+    sets = build_datasets(_data_config(c), vocab_size=c.model_config.padded_vocab_size)
+    targets = sets["valid"].get_batch(0, 16)[0][:, 1:]
+    byte_of = {ch: b for b, ch in bytes_to_unicode().items()}
+    n_bytes = 0
+    for row in targets.tolist():
+        raw = b"".join(bytes(byte_of[ch] for ch in piece)
+                       for t, piece in zip(row, tok.convert_ids_to_tokens(row), strict=True) if t != tok.eos_token_id)
+        # These bytes are those of the decoded text (a row may start or end inside a character,
+        # which decoding shows as U+FFFD: counted here as the bytes the tokens hold).
+        assert raw.decode("utf-8", errors="replace") == tok.decode(row, skip_special_tokens=True,
+                                                                   clean_up_tokenization_spaces=False)
+        n_bytes += len(raw)
+    assert (targets == tok.eos_token_id).any()  # the samples run across documents
+    assert report["validation"]["bytes"] == n_bytes and report["validation"]["tokens"] == targets.size
+    for row in report["checkpoints"]:
+        assert row["bpb"] == pytest.approx(row["val_loss"] * targets.size / math.log(2) / n_bytes, rel=1e-12)
+
+
+def test_rank_by_kobest_and_by_bpb_through_the_command(run, tmp_path):
     from launch.cli import main
 
-    assert main(["select", str(run), "--kobest"]) == 2
-    assert "does not exist yet" in capsys.readouterr().err
+    # Every checkpoint, none flagged (huge thresholds): all four are candidates.
+    cheap = ["--num-prompts", "2", "--new-tokens", "20", "--val-samples", "4", "--rep-ratio", "1e6", "--run-ratio", "1e6"]
+    kobest = ["--kobest", "--kobest-tasks", "kobest_copa,kobest_sentineg", "--kobest-limit", "8"]
+    for rank_by, extra, key, pick in (("kobest", kobest, "kobest_f1", max), ("bpb", [], "bpb", min)):
+        out = tmp_path / rank_by
+        assert main(["select", str(run), "--out", str(out), *cheap, *extra, "--rank-by", rank_by]) == 0
+        report = json.loads((out / "selection.json").read_text())
+        rs = report["checkpoints"]
+        assert report["rank_by"] == rank_by and len(rs) == 4 and not any(r["degenerate"] for r in rs)
+        assert report["recommended_step"] == pick(rs, key=lambda r: r[key])["step"]  # max/min: the earliest on a tie
+        assert {"kobest": "the highest mean KoBEST macro F1", "bpb": "the lowest bits per byte"}[rank_by] \
+            in (out / "selection.md").read_text()
+
+
+def test_kobest_options_are_checked_before_any_checkpoint_is_evaluated(run, tmp_path, capsys):
+    from launch.cli import main
+
+    out = tmp_path / "out"
+    assert main(["select", str(run), "--out", str(out), "--rank-by", "kobest"]) == 2
+    assert "--rank-by kobest needs --kobest" in capsys.readouterr().err
+    assert main(["select", str(run), "--out", str(out), "--kobest-limit", "5"]) == 2
+    assert "--kobest-limit without --kobest" in capsys.readouterr().err
+    # The bundled data holds no train split, so few-shot fails, naming the file it looked for.
+    assert main(["select", str(run), "--out", str(out), "--kobest", "--kobest-tasks", "kobest_copa", "--shots", "0,5"]) == 2
+    assert "copa/train.tsv" in capsys.readouterr().err
+    assert main(["select", str(run), "--out", str(out), "--kobest", "--kobest-data", str(tmp_path / "none")]) == 2
+    assert "KoBEST data directory not found" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())  # nothing was evaluated or written
 
 
 def test_generate_from_a_checkpoint_equals_generate_from_its_export(run, tmp_path, capsys):
