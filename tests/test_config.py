@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
 import pytest
+import yaml
 
-from train.config import Config, ConfigError, load_config
+from data.clean.config import CleanConfig, load_clean_config
+from data.config_loader import load_section
+from tokenizer.config import TokenizerConfig
+from train.config import CONFIG_DIR, Config, ConfigError, TrainConfig, load_config
 
 SIZES = {"1.3b": 1_331_810_304, "3.8b": 3_809_974_272, "5.8b": 5_885_059_072, "12.8b": 12_893_603_840}
 
@@ -124,8 +129,6 @@ def field_docstrings(cls: type) -> dict[str, bool]:
 
 def test_every_field_is_documented():
     """Each config field carries a docstring line in its dataclass source (shown to users)."""
-    import dataclasses
-
     seen = set()
 
     def walk(cls):
@@ -151,3 +154,140 @@ def test_cli_lists_subcommands_and_prints_sizes():
     assert "12,893,603,840" in out
     bad = subprocess.run([*run, "frobnicate"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown command 'frobnicate'" in bad.stderr
+
+
+# -- error messages, pinned word for word: every stage's loader gives these -----------------
+
+TRAIN_KEYS = ", ".join(f.name for f in dataclasses.fields(TrainConfig))
+PII_KEYS = "enabled, rrn, phone, card, account, email, rrn_token, tel_token, acc_token, email_placeholder, context_chars"
+KNOWN_FILES = "1.3b.yaml, 12.8b.yaml, 3.8b.yaml, 5.8b.yaml, tiny.yaml"
+
+# (file text, message); {file} is the file's path. The data.clean ones hold for load_clean_config too.
+ROOT_MESSAGES = [
+    ("train:\n  lrr: 1.0\n", f"{{file}}: train.lrr: unknown key (did you mean train.lr?); valid keys here: {TRAIN_KEYS}"),
+    ("train:\n  zzzz: 1\n", f"{{file}}: train.zzzz: unknown key; valid keys here: {TRAIN_KEYS}"),
+    ("train:\n  micro_batch_size: four\n", "{file}: train.micro_batch_size: expected an integer, got str 'four'"),
+    ("train:\n  compile: 1\n", "{file}: train.compile: expected true or false, got int 1"),
+    ("train:\n  precision: fp8\n", "{file}: train.precision: must be one of 'fp32', 'bf16', 'fp16', got 'fp8'"),
+    ("train: [1, 2]\n", "{file}: train: expected a mapping, got list [1, 2]"),
+    ("model:\n  name: 7b\n", "{file}: model.name: unknown size '7b'; choose from tiny, 1.3b, 3.8b, 5.8b, 12.8b"),
+]
+SECTION_MESSAGES = [
+    ("data:\n  clean:\n    pii:\n      phones: true\n",
+     f"{{file}}: data.clean.pii.phones: unknown key (did you mean data.clean.pii.phone?); valid keys here: {PII_KEYS}"),
+    ("data:\n  clean:\n    filter:\n      min_chars: many\n",
+     "{file}: data.clean.filter.min_chars: expected an integer, got str 'many'"),
+    ("data:\n  clean:\n    filter:\n      min_chars: null\n",
+     "{file}: data.clean.filter.min_chars: expected an integer, got NoneType None"),
+    ("data:\n  clean:\n    filter:\n      max_top_ngram_ratio: [0.2, x]\n",
+     "{file}: data.clean.filter.max_top_ngram_ratio[1]: expected a number, got str 'x'"),
+    ("data:\n  clean:\n    join:\n      key: 3\n", "{file}: data.clean.join.key: expected a string, got int 3"),
+    ("data:\n  clean:\n    pii: true\n", "{file}: data.clean.pii: expected a mapping, got bool True"),
+    ("data:\n  clean: [a]\n", "{file}: data.clean: expected a mapping, got list ['a']"),
+    ("data: 3\n", "{file}: data: expected a mapping, got int 3"),
+    ("data:\n", "{file}: data: expected a mapping, got NoneType None"),
+    ("- just\n- a list\n", "{file}: top level must be a mapping of sections, got list"),
+]
+
+
+def message_of(load, *args) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load(*args)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize("text, message", ROOT_MESSAGES + SECTION_MESSAGES)
+def test_file_error_messages(tmp_path, text, message):
+    path = write(tmp_path, text)
+    assert message_of(load_config, path) == message.format(file=path)
+
+
+def test_bad_yaml_missing_file_and_override_messages(tmp_path):
+    text = "train:\n  lr: [1\n"
+    with pytest.raises(yaml.YAMLError) as parse:
+        yaml.safe_load(text)
+    path = write(tmp_path, text)
+    assert message_of(load_config, path) == f"{path}: invalid YAML: {parse.value}"
+    assert message_of(load_config, "nope.yaml") == (
+        f"nope.yaml: config file not found (looked here and in {CONFIG_DIR}; known: {KNOWN_FILES})"
+    )
+    for item in ("train.lr", "=3", "--=3"):
+        assert message_of(load_config, "tiny.yaml", [item]) == (
+            f"command line: {item!r}: overrides are written key=value, e.g. train.lr=1e-4"
+        )
+    assert message_of(load_config, "tiny.yaml", ["train.lr.x=1"]) == "command line: train.lr.x: lr is not a section"
+    assert message_of(load_config, "tiny.yaml", ["data.clean.filter.min_chars=many"]) == (
+        "command line: data.clean.filter.min_chars: expected an integer, got str 'many'"
+    )
+    assert message_of(load_config, "tiny.yaml", ["data.clean.pii=true"]) == (
+        "command line: data.clean.pii: expected a mapping, got bool True"
+    )
+    # A section set as a whole on the command line: errors inside it name the command line.
+    assert message_of(load_config, "tiny.yaml", ["data.clean={filter: {min_chars: x}}"]) == (
+        "command line: data.clean.filter.min_chars: expected an integer, got str 'x'"
+    )
+
+
+@pytest.mark.parametrize("text, message", SECTION_MESSAGES)
+def test_section_loader_gives_the_same_messages(tmp_path, text, message):
+    path = write(tmp_path, text)
+    assert message_of(load_clean_config, path) == message.format(file=path)
+
+
+def test_section_loader_file_and_override_messages(tmp_path):
+    path = write(tmp_path, "data:\n  clean:\n    filter:\n      min_chars: 7\n  seq_len: many\ntrain: [1]\n")
+    assert load_clean_config(path).filter.min_chars == 7  # the other sections are not read
+    assert message_of(load_clean_config, "nope.yaml") == message_of(load_config, "nope.yaml")
+    text = "data:\n  clean: [1\n"
+    assert message_of(load_clean_config, write(tmp_path, text)) == message_of(load_config, write(tmp_path, text))
+    for overrides in (["data.clean.filter.min_chars=many"], ["data.clean.pii=true"], ["data.clean"],
+                      ["data.clean.filter.min_chars.x=1"], ["data.clean={filter: {min_chars: x}}"]):
+        assert message_of(load_clean_config, "tiny.yaml", overrides) == message_of(load_config, "tiny.yaml", overrides)
+    assert message_of(load_clean_config, "tiny.yaml", ["train.lr=1e-4"]) == (
+        "command line: train.lr: outside data.clean, the only section this stage reads"
+    )
+    assert message_of(load_clean_config, "tiny.yaml", ["data.cleaner.x=1"]) == (
+        "command line: data.cleaner.x: outside data.clean, the only section this stage reads"
+    )
+
+
+def test_section_loader_equals_the_whole_config_section(tmp_path):
+    path = write(tmp_path, "data:\n  clean:\n    filter:\n      min_chars: 5\n      max_top_ngram_ratio: [1, 0.5, 0.25]\n"
+                           "    join:\n      enabled: true\n      key: movie_id\n")
+    overrides = ["data.clean.pii={phone: false}", "data.clean.near_dedup.threshold=7e-1", "data.clean.shard_docs=10"]
+    clean = load_clean_config(path, overrides)
+    assert clean == load_config(path, overrides).data.clean
+    assert clean.filter.max_top_ngram_ratio == [1.0, 0.5, 0.25] and isinstance(clean.filter.max_top_ngram_ratio[0], float)
+    assert (clean.join.key, clean.pii.phone, clean.near_dedup.threshold, clean.shard_docs) == ("movie_id", False, 0.7, 10)
+    assert load_clean_config("tiny.yaml") == CleanConfig()
+    # An override of a section above replaces it whole, as in the root loader.
+    whole = ["data={clean: {shard_docs: 10}}"]
+    assert load_clean_config(path, whole) == load_config(path, whole).data.clean == CleanConfig(shard_docs=10)
+    tok = load_section(TokenizerConfig, "tokenizer", path, ["tokenizer.cross_budget=null", "tokenizer.num_proc=4"])
+    assert tok == load_config(path, ["tokenizer.cross_budget=null", "tokenizer.num_proc=4"]).tokenizer
+    assert (tok.cross_budget, tok.num_proc) == (None, 4)
+    assert message_of(load_section, TokenizerConfig, "tokenizer", path, ["tokenizer.vocab_size=big"]) == (
+        "command line: tokenizer.vocab_size: expected an integer, got str 'big'"
+    )
+
+
+NO_TORCH = """
+import sys
+{body}
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "train", "model"))
+assert not heavy, heavy
+"""
+
+
+@pytest.mark.parametrize("body", [
+    "import data.clean.config",
+    "import data.config",
+    "import tokenizer.config",
+    "import data.clean.cli\nfrom data.clean import load_clean_config\n"
+    "assert load_clean_config('tiny.yaml', ['data.clean.filter.min_chars=5']).filter.min_chars == 5",
+    "from launch.cli import main\ntry:\n    main(['clean', '--help'])\nexcept SystemExit:\n    pass",
+])
+def test_stage_configs_load_without_torch(body):
+    """koneox clean starts without torch (2-7 s, and in every forked worker); each config module
+    imports on its own, so there is no import circle between them."""
+    subprocess.run([sys.executable, "-c", NO_TORCH.format(body=body)], check=True, capture_output=True)

@@ -6,13 +6,15 @@ Resolution order: defaults in code < YAML file < command-line overrides. ``model
 selects a named size (REFERENCE §1) whose shape the other ``model.*`` keys then override.
 A path that does not exist as given is looked up in the repository's ``configs/`` folder.
 Every error names the file (or "command line") and the dotted key.
+
+Reading, overrides and type checking live in ``data/config_loader.py``, shared with the stages
+that load only their own section without importing torch (``koneox clean``); this module adds
+the sections, the named model sizes and the cross-section checks.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,14 +23,12 @@ from typing import Any, Literal
 import yaml
 
 from data.config import DataConfig
+from data.config_loader import CONFIG_DIR as CONFIG_DIR  # re-exported: launch/ imports it from here
+from data.config_loader import ConfigError, read_config, source_of
+from data.config_loader import build as _build
+from data.config_loader import resolve_config_path as resolve_config_path  # re-exported, as CONFIG_DIR
 from model.config import NAMED_SIZES, ModelConfig, ModelConfigError
 from tokenizer.config import TokenizerConfig
-
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-
-
-class ConfigError(ValueError):
-    """A configuration problem; the message starts with the file (or 'command line') and key."""
 
 
 @dataclass
@@ -160,12 +160,12 @@ class Config:
         origins = origins or {}
 
         def fail(key: str, msg: str) -> typing.NoReturn:
-            raise ConfigError(f"{_origin(origins, key, source)}: {key}: {msg}")
+            raise ConfigError(f"{source_of(origins, key, source)}: {key}: {msg}")
 
         try:
             self.model.check()
         except ModelConfigError as e:
-            raise ConfigError(f"{_origin(origins, e.key, source)}: {e}") from None
+            raise ConfigError(f"{source_of(origins, e.key, source)}: {e}") from None
         p, t, m = self.parallel, self.train, self.model
         if p.tensor_parallel < 1:
             fail("parallel.tensor_parallel", f"must be >= 1, got {p.tensor_parallel}")
@@ -231,140 +231,23 @@ class Config:
 # -- loading --------------------------------------------------------------------------------
 
 
-def resolve_config_path(path: str | Path) -> Path:
-    """The path as given, else ``configs/<path>`` (with or without .yaml) in the repository."""
-    p = Path(path)
-    for candidate in (p, CONFIG_DIR / p, CONFIG_DIR / f"{p}.yaml"):
-        if candidate.is_file():
-            return candidate
-    known = ", ".join(sorted(f.name for f in CONFIG_DIR.glob("*.yaml")))
-    raise ConfigError(f"{path}: config file not found (looked here and in {CONFIG_DIR}; known: {known})")
-
-
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Defaults < YAML file < ``key=value`` overrides, type-checked and validated."""
-    raw: dict[str, Any] = {}
-    source = "defaults"
-    if path is not None:
-        file = resolve_config_path(path)
-        source = str(file)
-        try:
-            loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{file}: invalid YAML: {e}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{file}: top level must be a mapping of sections, got {type(loaded).__name__}")
-        raw = loaded
-    origins: dict[str, str] = {}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        key = key.strip().removeprefix("--")
-        if not sep or not key:
-            raise ConfigError(f"command line: {item!r}: overrides are written key=value, e.g. train.lr=1e-4")
-        _set_dotted(raw, key, yaml.safe_load(value) if value.strip() else "")
-        origins[key] = "command line"
+    raw, source, origins = read_config(path, overrides)
+    _start_from_named_size(raw, source, origins)
     cfg = _build(Config, raw, "", source, origins)
     cfg.check(source=source, origins=origins)
     return cfg
 
 
-def _set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
-    parts = key.split(".")
-    for part in parts[:-1]:
-        nxt = d.setdefault(part, {})
-        if not isinstance(nxt, dict):
-            raise ConfigError(f"command line: {key}: {part} is not a section")
-        d = nxt
-    d[parts[-1]] = value
-
-
-def _origin(origins: dict[str, str], key: str, source: str) -> str:
-    # An override of a key, or of any section above it, came from the command line.
-    parts = key.split(".")
-    for i in range(len(parts), 0, -1):
-        hit = origins.get(".".join(parts[:i]))
-        if hit:
-            return hit
-    return source
-
-
-def _build(cls: type, raw: Any, prefix: str, source: str, origins: dict[str, str]) -> Any:
-    where = _origin(origins, prefix.rstrip("."), source)
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: {prefix.rstrip('.') or 'top level'}: expected a mapping, "
-                          f"got {type(raw).__name__} {raw!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    if cls is ModelConfig and "name" in raw:
-        name = raw["name"]
-        if name not in NAMED_SIZES:
-            raise ConfigError(f"{_origin(origins, prefix + 'name', source)}: {prefix}name: unknown size "
-                              f"{name!r}; choose from {', '.join(NAMED_SIZES)}")
-        obj = dataclasses.replace(NAMED_SIZES[name])
-    else:
-        obj = cls()
-    for key, value in raw.items():
-        dotted = prefix + str(key)
-        if key not in names:
-            hint = difflib.get_close_matches(str(key), names, n=1)
-            suggestion = f" (did you mean {prefix}{hint[0]}?)" if hint else ""
-            raise ConfigError(f"{_origin(origins, dotted, source)}: {dotted}: unknown key{suggestion}; "
-                              f"valid keys here: {', '.join(names)}")
-        setattr(obj, key, _convert(hints[key], value, dotted, source, origins))
-    return obj
-
-
-def _convert(tp: Any, value: Any, key: str, source: str, origins: dict[str, str]) -> Any:
-    where = _origin(origins, key, source)
-
-    def wrong(expected: str) -> typing.NoReturn:
-        raise ConfigError(f"{where}: {key}: expected {expected}, got {type(value).__name__} {value!r}")
-
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key + ".", source, origins)
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _convert(inner[0], value, key, source, origins)
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{where}: {key}: must be one of {', '.join(map(repr, args))}, got {value!r}")
-        return value
-    if origin is list:
-        if not isinstance(value, list):
-            wrong("a list")
-        return [_convert(args[0], v, f"{key}[{i}]", source, origins) for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            wrong("a mapping")
-        return {str(k): _convert(args[1], v, f"{key}.{k}", source, origins) for k, v in value.items()}
-    if tp is bool:
-        if not isinstance(value, bool):
-            wrong("true or false")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            wrong("an integer")
-        return value
-    if tp is float:
-        # YAML reads "1e-4" (no dot) as a string; accept numeric strings for floats only.
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                wrong("a number")
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            wrong("a number")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            wrong("a string")
-        return value
-    if tp is Any:
-        return value
-    raise ConfigError(f"{where}: {key}: unsupported field type {tp!r}")
+def _start_from_named_size(raw: dict[str, Any], source: str, origins: dict[str, str]) -> None:
+    """``model.name`` picks a named size: its shape becomes the base that the other ``model.*``
+    keys override, as if the size's fields had been written in the file before them."""
+    model = raw.get("model")
+    if not isinstance(model, dict) or "name" not in model:
+        return
+    name = model["name"]
+    if name not in NAMED_SIZES:
+        raise ConfigError(f"{source_of(origins, 'model.name', source)}: model.name: unknown size {name!r}; "
+                          f"choose from {', '.join(NAMED_SIZES)}")
+    raw["model"] = {**dataclasses.asdict(NAMED_SIZES[name]), **model}

@@ -7,6 +7,7 @@ import os
 import sys
 
 from data.clean.config import STEP_NAMES, CleanConfig, load_clean_config
+from data.config_loader import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,11 +28,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the pipeline and print where the report is; 1 on strict-mode input errors, 128 + the
-    signal number when SIGTERM/SIGINT stopped it (rerunning the same command resumes)."""
+    """Run the pipeline and print where the report is; 2 on a config error, 1 on strict-mode input
+    errors, 128 + the signal number when SIGTERM/SIGINT stopped it (rerunning the same command resumes)."""
     from data.clean.pipeline import CleanInterrupted, StrictInputError, clean_files
 
-    cfg = load_clean_config(args.config) if args.config else CleanConfig()
+    try:
+        cfg = load_clean_config(args.config) if args.config else CleanConfig()
+    except ConfigError as e:
+        print(f"koneox clean: config error: {e}", file=sys.stderr)
+        return 2
     if args.text_field:
         cfg.text_field = args.text_field
     steps = [s.strip() for s in args.steps.split(",") if s.strip()] if args.steps else None

@@ -9,7 +9,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+from data.config_loader import load_section
 
 STEP_NAMES: tuple[str, ...] = (
     "unicode",
@@ -249,51 +250,13 @@ class CleanConfig:
         return cfg
 
 
-def _build(cls: type, values: Any, where: str, source: str) -> Any:
-    """Build dataclass ``cls`` from a mapping, naming file and dotted key in every error."""
-    if not isinstance(values, dict):
-        raise ValueError(f"{source}: {where} must be a mapping, got {type(values).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for key, value in values.items():
-        if key not in fields:
-            raise ValueError(f"{source}: unknown key {where}.{key}; known: {', '.join(fields)}")
-        default = getattr(cls(), key)
-        if dataclasses.is_dataclass(default):
-            kwargs[key] = _build(type(default), value, f"{where}.{key}", source)
-            continue
-        ok = (
-            value is None
-            or isinstance(default, bool) == isinstance(value, bool)
-            and (
-                default is None
-                or isinstance(value, type(default))
-                or (isinstance(default, float) and isinstance(value, int))
-            )
-        )
-        if not ok:
-            raise ValueError(f"{source}: {where}.{key} must be {type(default).__name__}, got {value!r}")
-        kwargs[key] = float(value) if isinstance(default, float) else value
-    return cls(**kwargs)
+def load_clean_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> CleanConfig:
+    """Read the ``data.clean`` section of a koneox YAML config, with dotted ``overrides``
+    (``data.clean.filter.min_chars=5``) applied.
 
-
-def load_clean_config(path: str | Path, overrides: list[str] | None = None) -> CleanConfig:
-    """Read the ``data.clean`` section of a koneox YAML config.
-
-    With dotted ``overrides`` it uses the project's root loader (``train.config.load_config``),
-    so that they work the same for every stage; without, it reads the section itself: the root
-    loader imports torch (through the model config), which cost ``koneox clean`` 2-7 s at start
-    and put torch into the main process and every forked worker.
+    It uses the project's one loader (``data.config_loader``), so errors read as those of
+    ``train.config.load_config``, but builds only this section: the whole config imports torch
+    (through the model config), which cost ``koneox clean`` 2-7 s at start and put torch into
+    the main process and every forked worker.
     """
-    if overrides:
-        from train.config import load_config
-
-        return load_config(str(path), overrides).data.clean
-    import yaml
-
-    with open(path, encoding="utf-8") as f:
-        root = yaml.safe_load(f) or {}
-    if not isinstance(root, dict):
-        raise ValueError(f"{path}: top level must be a mapping")
-    section = (root.get("data") or {}).get("clean") or {}
-    return _build(CleanConfig, section, "data.clean", str(path))
+    return load_section(CleanConfig, "data.clean", path, overrides)
