@@ -135,11 +135,11 @@ class Settings:
 
 def _data_config(c: Checkpoint) -> Any:
     from data.config import DataConfig
-    from train.config import _build
+    from data.config_loader import build
 
     # The resolved config stored in the checkpoint, rebuilt with the project's own typed loader
     # (validation included); token ids were verified when the run trained.
-    data = _build(DataConfig, c.meta["config"]["data"], "data.", str(c.path / "koneox_meta.json"), {})
+    data = build(DataConfig, c.meta["config"]["data"], "data.", str(c.path / "koneox_meta.json"), {})
     data.verify_token_ids = False
     return data
 
