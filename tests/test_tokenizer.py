@@ -79,9 +79,23 @@ def trained(tmp_path_factory, cleaned) -> tuple[Path, dict]:
     with open(corpus, "w", encoding="utf-8") as fh:
         for doc in cleaned[::10]:
             fh.write(json.dumps({"text": doc}, ensure_ascii=False) + "\n")
+    # text the tokenizer never sees, from two domains: reviews, and the last documents (help
+    # pages and law bills), all from documents left out of the corpus above
+    unseen = {"reviews_unseen": cleaned[5:20000:10], "help_law_unseen": cleaned[-2000:][5::10]}
+    for name, docs in unseen.items():
+        with open(work / f"{name}.jsonl", "w", encoding="utf-8") as fh:
+            fh.writelines(json.dumps({"text": d}, ensure_ascii=False) + "\n" for d in docs)
     out = work / "tokenizer"
     cfg = TokenizerConfig(prune_rounds=1, prune_bytes=1_000_000, heldout_bytes=200_000)
-    report = train_tokenizer([corpus], out, vocab_size=30003, sample_bytes=2_000_000, num_proc=2, config=cfg)
+    report = train_tokenizer(
+        [corpus],
+        out,
+        vocab_size=30003,
+        sample_bytes=2_000_000,
+        num_proc=2,
+        config=cfg,
+        eval_text=[work / f"{name}.jsonl" for name in unseen],
+    )
     return out, report
 
 
@@ -167,10 +181,14 @@ def test_quality_report_against_plain_bpe(trained):
     assert on_disk["ours"] == report["ours"]
     ours, plain = report["ours"], report["plain_bpe"]
     assert ours["hangul_tokens"] > 1000 and plain["hangul_tokens"] > 1000
-    # the point of the MeCab pre-split: far fewer tokens straddle morphemes
-    assert ours["cross_morpheme_rate"] <= plain["cross_morpheme_rate"] / 5
-    # ...at a bounded cost in compression (the full-size figures are in the README)
-    assert ours["bytes_per_token"] >= 0.7 * plain["bytes_per_token"]
+    # the point of the MeCab pre-split: far fewer tokens straddle morphemes, on every text,
+    # at a bounded cost in compression. Nothing is tuned on these texts, so the bounds leave
+    # room; the targets (0.2, 0.8) are checked per domain by the report and by
+    # benchmarks/tokenizer_unseen.py on a split it was not tuned on (figures in the README).
+    for name, entry in report["domains"].items():
+        r = entry["ratios"]
+        assert r["cross_rate_ours_over_plain"] <= 0.3, (name, r)
+        assert r["bytes_per_token_ours_over_plain"] >= 0.75, (name, r)
     # exactly the entries needed: pruning rounds ran, and any shortfall was filled
     assert report["pruning"] and report["filled_from_plain_bpe"] >= 0
     # words of the plain BPE bought back compression within the straddling budget (a sample
@@ -178,6 +196,33 @@ def test_quality_report_against_plain_bpe(trained):
     words = report["words_from_plain_bpe"]
     if report["filled_from_plain_bpe"] == 0:
         assert words["words_added"] > 0 and words["sample_cross_rate_ratio"] <= 0.195
+
+
+def test_report_checks_targets_on_each_unseen_domain(trained):
+    from tokenizer.train import BYTES_TARGET, CROSS_TARGET, format_report
+
+    out, report = trained
+    assert json.loads((out / "tokenizer_report.json").read_text())["domains"] == report["domains"]
+    domains = report["domains"]
+    assert list(domains) == ["heldout", "reviews_unseen", "help_law_unseen"]
+    assert report["ratios"] == domains["heldout"]["ratios"]  # the top level keeps the held-out figures
+    for name, entry in domains.items():
+        ours, plain, r = entry["ours"], entry["plain_bpe"], entry["ratios"]
+        assert ours["bytes"] == plain["bytes"] > 0 and ours["hangul_tokens"] > 500, name
+        cross = ours["cross_morpheme_rate"] / plain["cross_morpheme_rate"]
+        per_token = ours["bytes_per_token"] / plain["bytes_per_token"]
+        assert r["cross_rate_ours_over_plain"] == pytest.approx(cross, abs=2e-3)
+        assert r["bytes_per_token_ours_over_plain"] == pytest.approx(per_token, abs=2e-3)
+        assert r["cross_margin"] == pytest.approx(CROSS_TARGET - r["cross_rate_ours_over_plain"], abs=1e-3)
+        assert r["bytes_per_token_margin"] == pytest.approx(per_token - BYTES_TARGET, abs=2e-3)
+        assert r["targets_met"] == (r["cross_margin"] >= 0 and r["bytes_per_token_margin"] >= 0)
+        assert (name == "heldout") == ("path" not in entry)
+    # help pages and law bills are long and never repeat a training document verbatim
+    assert domains["help_law_unseen"]["docs_in_training_sample"] == 0
+    # the held-out part of the input is capped at heldout_bytes; an eval file just past it
+    assert domains["help_law_unseen"]["ours"]["bytes"] < 200_000 + 200_000
+    text = format_report(report)
+    assert all(f"{name} ours/plain: cross-morpheme rate x" in text for name in domains)
 
 
 def test_metric_on_byte_tokenizer(cleaned):
@@ -266,13 +311,25 @@ def test_cli_all_input_formats_and_deterministic_sample(tmp_path, cleaned):
     read = list(iter_documents(inputs))
     assert sorted(read) == sorted(docs)
 
+    unseen = tmp_path / "unseen" / "law.jsonl.gz"
+    unseen.parent.mkdir()
+    with gzip.open(unseen, "wt", encoding="utf-8") as fh:
+        fh.writelines(json.dumps({"text": d}, ensure_ascii=False) + "\n" for d in cleaned[-10:])
     reports = []
     for run in ("one", "two"):
         out = tmp_path / run
         argv = ["train-tokenizer", *inputs, "--out", str(out), "--vocab-size", "1003"]
         argv += ["--sample-bytes", "50000", "--num-proc", "2", "--no-compare"]
-        assert main(argv) == 0
+        assert main([*argv, "--eval-text", str(unseen), str(tmp_path / "a.jsonl")]) == 0
         reports.append(json.loads((out / "tokenizer_report.json").read_text()))
+    domains = reports[0]["domains"]
+    assert list(domains) == ["heldout", "law", "a"]
+    assert "ratios" not in domains["law"] and domains["law"]["ours"]["bytes_per_token"] > 1  # --no-compare
+    assert domains["law"]["docs_in_training_sample"] == 0
+    assert 0 < domains["a"]["docs_in_training_sample"] <= domains["a"]["docs"]  # a.jsonl is an input
+    # a missing eval file stops the run before anything is trained
+    assert main([*argv, "--eval-text", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "x")]) == 1
+    assert not (tmp_path / "x").exists()
     assert reports[0]["vocab_size"] == 1003
     assert reports[0]["input"] == reports[1]["input"]
     assert 50_000 <= reports[0]["input"]["train_bytes"] < 50_000 + max(len(d.encode()) for d in docs)

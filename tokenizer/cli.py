@@ -81,6 +81,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults.cross_budget,
         help="straddling rate (x the plain BPE's) to spend on plain-BPE words after pruning ('none' = off)",
     )
+    parser.add_argument(
+        "--eval-text",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="text kept out of training (any input kind; repeatable), measured in the report as its own "
+        "domain against the targets, next to the held-out documents of the input",
+    )
     parser.add_argument("--no-compare", action="store_true", help="skip the plain byte-level BPE comparison")
 
 
@@ -103,8 +112,9 @@ def run(args: argparse.Namespace) -> int:
             sample_bytes=args.sample_bytes,
             num_proc=args.num_proc,
             config=config,
+            eval_text=args.eval_text,
         )
-    except (InputError, IncompleteOutputError, SampleTooLargeError) as e:
+    except (InputError, IncompleteOutputError, SampleTooLargeError, FileNotFoundError) as e:
         print(f"koneox train-tokenizer: error: {e}", file=sys.stderr)
         return 1
     return 0
