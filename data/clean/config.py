@@ -212,6 +212,14 @@ class CleanConfig:
     """gzip level of the output shards (0-9), applied in the workers. Level 9 cost 76 ms of CPU
     per MB of text (then in the single main process); level 1 costs 14 ms/MB and its shards are
     18-25% larger (measured on web-like text and on short reviews)."""
+    dedup_memory_mb: int = 4096
+    """Most memory (MB) the exact and near dedup state takes in the main process; 0 = no limit.
+    The state costs about 1 KB per kept document; once it would pass a quarter of the budget
+    (about 1M documents at the default) it is written to ``OUT/.dedup/`` (about 1 KB per kept
+    document on disk, removed at the end) and found again through Bloom filters (half of the
+    budget). The output is the same for any budget; dedup then costs 1.3-1.5x the CPU of the
+    in-memory state while the budget is at least about 30 B per kept document, more below
+    (``benchmarks/clean_scale.py``)."""
     unicode: UnicodeConfig = field(default_factory=UnicodeConfig)
     """Unicode normalisation step."""
     html: HtmlConfig = field(default_factory=HtmlConfig)

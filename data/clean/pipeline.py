@@ -27,6 +27,7 @@ main process keeps many workers busy (``benchmarks/scale_clean.py``).
 from __future__ import annotations
 
 import multiprocessing
+import shutil
 import signal
 import sys
 import threading
@@ -75,6 +76,7 @@ from data.stage import clear_marker, mark_complete, read_marker, remove_temporar
 PRODUCER = "koneox clean"
 _BATCH_BYTES = 4 << 20  # raw input per worker task, besides chunk_docs
 _CODE_DUPLICATE, _CODE_NEAR = OUTCOMES.index("duplicate"), OUTCOMES.index("near_duplicate")
+DEDUP_DIR = ".dedup"  # in the output directory: the dedup state beyond data.clean.dedup_memory_mb
 
 
 class StrictInputError(ValueError):
@@ -225,7 +227,12 @@ class _Run:
             max_pending=4 * self.ahead,
         )
         self.deduper = (
-            dedup.CorpusDeduper(cfg.dedup.enabled, cfg.near_dedup if cfg.near_dedup.enabled else None)
+            dedup.CorpusDeduper(
+                cfg.dedup.enabled,
+                cfg.near_dedup if cfg.near_dedup.enabled else None,
+                memory_mb=cfg.dedup_memory_mb,
+                work_dir=out / DEDUP_DIR,
+            )
             if cfg.dedup.enabled or cfg.near_dedup.enabled
             else None
         )
@@ -425,6 +432,11 @@ class _Run:
             self.output.finish()
         return self._report()
 
+    def close(self) -> None:
+        """Remove the dedup state written to disk."""
+        if self.deduper is not None:
+            self.deduper.close()
+
     def _report(self) -> dict[str, Any]:
         t, cfg = self.tally, self.cfg
         seconds = t.seconds + time.perf_counter() - self.start
@@ -514,17 +526,25 @@ def clean_files(
         cfg = cfg.with_steps(steps)
     if not 0 <= cfg.compress_level <= 9:
         raise ValueError(f"data.clean.compress_level must be 0-9 (gzip levels), got {cfg.compress_level}")
+    if cfg.dedup_memory_mb < 0:
+        raise ValueError(
+            f"data.clean.dedup_memory_mb must be 0 (no limit) or more, got {cfg.dedup_memory_mb}"
+        )
     if cfg.special_tokens.enabled:
         special_strings(cfg.special_tokens, cfg.pii)  # a bad extra string fails here, not in a worker
     log = log or _stderr
     paths = [Path(p) for p in inputs]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    fp = fingerprint(paths, {"config": asdict(cfg), "keep_rejects": keep_rejects, "strict": strict})
+    # the dedup memory budget changes where the state lives, not the output: a run killed for
+    # lack of memory resumes with a smaller one
+    settings = {k: v for k, v in asdict(cfg).items() if k != "dedup_memory_mb"}
+    fp = fingerprint(paths, {"config": settings, "keep_rejects": keep_rejects, "strict": strict})
 
     finished_before = read_marker(out) is not None
     clear_marker(out)
     remove_temporaries(out)
+    shutil.rmtree(out / DEDUP_DIR, ignore_errors=True)  # a killed run's
     records, other_job = ([], False) if finished_before else completed_shards(out, fp)
     if other_job:
         log(f"{out} holds an unfinished run with another config, inputs or code: starting over")
@@ -553,10 +573,12 @@ def clean_files(
                 break
             except _ResumeMismatch as e:
                 log(f"cannot resume ({e}): starting over")
+                run.close()
                 run.output.abort()
                 remove_temporaries(out)
                 remove_outputs(out)
                 records = []
+        run.close()  # before the marker: a finished directory holds no dedup state
         write_report(report, out)
         mark_complete(
             out,
@@ -584,6 +606,8 @@ def clean_files(
             ) from None
         raise
     finally:
+        if run is not None:
+            run.close()
         if pool is not None:
             pool.terminate()
         if spool_dir is not None:
