@@ -455,9 +455,13 @@ def test_bits_per_byte_equals_a_direct_computation(loaded, tmp_path):
     docs = [*reviews[:4], law, reviews[5]]
 
     W, S = 64, 24
-    p = prefix_token_id(tok)
+    eos = tok.eos_token_id  # documents are conditioned on EOS (how packing starts them), unless asked for BOS
+    with_bos = copy.deepcopy(tok)
+    with_bos.bos_token = with_bos.convert_ids_to_tokens(100)
+    bos = prefix_token_id(with_bos)
+    assert bos == 100 and with_bos.eos_token_id == eos
 
-    def direct(text: str, W: int = W, S: int = S) -> float:
+    def direct(text: str, W: int = W, S: int = S, p: int = eos) -> float:
         """-log p(text): target j of [p, t1..tn] is predicted from positions k*S .. j-1, k the
         first window that reaches it (k = max(0, ceil((j - W) / S)))."""
         full = [p, *tok(text, add_special_tokens=False)["input_ids"]]
@@ -482,6 +486,12 @@ def test_bits_per_byte_equals_a_direct_computation(loaded, tmp_path):
     short = bits_per_byte(model, tok, tmp_path / "extra.txt", progress=False)
     assert short["window"] == WINDOW and short["windows"] == 1
     assert short["nats"] == pytest.approx(direct(reviews[5], WINDOW, WINDOW // 2), rel=1e-9)
+    assert short["prefix_token_id"] == eos
+    assert bits_per_byte(model, with_bos, tmp_path / "extra.txt", progress=False)["nats"] == short["nats"]
+    harness = bits_per_byte(model, with_bos, tmp_path / "extra.txt", progress=False, prefix="bos")
+    assert harness["prefix_token_id"] == bos
+    assert harness["nats"] == pytest.approx(direct(reviews[5], WINDOW, WINDOW // 2, bos), rel=1e-9)
+    assert harness["nats"] != pytest.approx(short["nats"], rel=1e-6)
     # --limit-bytes: whole documents until the limit is reached.
     lim = bits_per_byte(model, tok, tmp_path / "docs.jsonl.gz", limit_bytes=n_bytes[0] + 1, progress=False)
     assert lim["documents"] == 2 and lim["bytes"] == n_bytes[0] + n_bytes[1]

@@ -9,8 +9,10 @@ directory, or a directory of those (a ``koneox clean`` output must be complete).
 read once even if named twice; empty documents are skipped.
 
 Each document is tokenized alone (no special tokens) and its first token is conditioned on the
-prefix token, BOS or else EOS: packing puts EOS between documents, so that is how the model saw
-a document start in training (and the harness's choice for rolling log-likelihoods). A document
+prefix token: EOS by default (else BOS), because packing puts EOS between documents, so that is
+how a koneox model saw every document start in training and a BOS it never saw would only add
+noise to each document's first token. ``prefix="bos"`` (BOS, else EOS) is the harness's choice
+for rolling log-likelihoods, for models trained with a BOS at each document start. A document
 longer than the model window W is scored with a sliding window of stride S (default W // 2)::
 
     sequence   p t1 t2 ... tn                 (p = prefix token)
@@ -52,6 +54,16 @@ def windows(tokens: Sequence[int], prefix: int, window: int, stride: int) -> Ite
         scored, begin = end, begin + stride
 
 
+def document_prefix_id(tokenizer: Any, prefix: str = "eos") -> int:
+    """The id a document's first token is conditioned on: ``prefix`` ("eos" or "bos"), else the other."""
+    if prefix not in ("eos", "bos"):
+        raise EvalError(f"prefix {prefix!r}: use 'eos' or 'bos'")
+    if prefix == "bos":
+        return prefix_token_id(tokenizer)
+    tid = tokenizer.eos_token_id
+    return int(tid) if tid is not None else prefix_token_id(tokenizer)
+
+
 def _documents(paths: Sequence[str | os.PathLike], text_field: str) -> Iterator[tuple[Path, str]]:
     from tokenizer.reader import InputError, expand_inputs, iter_records
 
@@ -79,14 +91,19 @@ def bits_per_byte(
     stride: int | None = None,
     text_field: str = "text",
     progress: bool = True,
+    prefix: str = "eos",
 ) -> dict[str, Any]:
-    """Bits per byte (and nats per token) of ``model`` on the documents of ``paths``."""
+    """Bits per byte (and nats per token) of ``model`` on the documents of ``paths``.
+
+    ``prefix``: the token each document is conditioned on, ``"eos"`` or ``"bos"`` (the other one
+    when the tokenizer lacks it).
+    """
     start = time.perf_counter()
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     window = int(max_length or resolve_max_length(model, tokenizer))
     stride = int(stride or max(1, window // 2))
-    prefix = prefix_token_id(tokenizer)
+    prefix_id = document_prefix_id(tokenizer, prefix)
     if limit_bytes is not None and limit_bytes <= 0:
         raise EvalError(f"limit_bytes {limit_bytes}: must be positive")
 
@@ -109,7 +126,7 @@ def bits_per_byte(
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         if not ids:
             continue
-        pending.extend(windows(ids, prefix, window, stride))
+        pending.extend(windows(ids, prefix_id, window, stride))
         n_docs += 1
         n_tokens += len(ids)
         n_bytes += len(text.encode("utf-8"))
@@ -131,7 +148,8 @@ def bits_per_byte(
         "windows": n_windows,
         "window": window,
         "stride": stride,
-        "prefix_token_id": prefix,
+        "prefix": prefix,
+        "prefix_token_id": prefix_id,
         "limit_bytes": limit_bytes,
         "files": [{"path": str(p), "sha256": sha256_file(p), "documents": n} if p.is_file()
                   else {"path": str(p), "documents": n} for p, n in files.items()],

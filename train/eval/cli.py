@@ -77,6 +77,9 @@ def add_arguments(parser: Any) -> None:
                         help="bits per byte: stop after documents totalling this many UTF-8 bytes")
     parser.add_argument("--stride", default=None,
                         help="bits per byte: sliding-window stride in tokens (default: half the window)")
+    parser.add_argument("--bpb-prefix", choices=["eos", "bos"], default="eos",
+                        help="bits per byte: token each document is conditioned on (default eos, how packed "
+                             "documents start; bos as the harness's rolling log-likelihood)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -129,7 +132,7 @@ def run(args: Any) -> int:
         if args.bpb:
             bpb = bits_per_byte(pair[0], pair[1], args.bpb, limit_bytes=limit_bytes,
                                 batch_size=batch_size, max_length=max_length, stride=stride,
-                                progress=not args.quiet)
+                                progress=not args.quiet, prefix=args.bpb_prefix)
             report["bpb"] = bpb
             print(f"bits per byte {bpb['bits_per_byte']:.4f} over {bpb['documents']} documents "
                   f"({bpb['bytes']} bytes, {bpb['tokens']} tokens)", file=sys.stderr)
