@@ -25,9 +25,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from data.formats import SUPPORTED_SUFFIXES, InputError, input_kind
 from data.stage import MARKER, require_complete
 
-SUPPORTED_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz", ".parquet", ".txt", ".txt.gz")
 CLEAN_PRODUCER = "koneox clean"
 CLEAN_SHARDS = "part-*.jsonl.gz"
 
@@ -37,10 +37,6 @@ _SKIP_PREFIXES = ("rejects-",)
 _PROBE_BYTES = 1 << 20
 # a gzip trailer holds the size mod 2**32: trusted only while this ratio keeps it below 4 GiB
 _MAX_GZIP_RATIO = 12
-
-
-class InputError(ValueError):
-    """An input that cannot be read as documents; the message names the file and line."""
 
 
 @dataclass(frozen=True)
@@ -56,19 +52,6 @@ class Source:
 
 def _is_saved_dataset(path: Path) -> bool:
     return (path / "dataset_info.json").exists() or (path / "state.json").exists()
-
-
-def input_kind(path: Path) -> str:
-    name = path.name.lower()
-    if path.is_dir():
-        return "datasets"
-    if name.endswith((".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")):
-        return "jsonl"
-    if name.endswith(".parquet"):
-        return "parquet"
-    if name.endswith((".txt", ".txt.gz")):
-        return "txt"
-    raise InputError(f"input {path}: unsupported format (expected {', '.join(SUPPORTED_SUFFIXES)})")
 
 
 def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:

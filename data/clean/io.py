@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from data.formats import input_kind
+
 BAD_INPUT_REASONS: tuple[str, ...] = (
     "invalid_utf8",
     "malformed_json",
@@ -53,22 +55,6 @@ class BadInput:
     line: int
     reason: str
     detail: str
-
-
-def input_kind(path: Path) -> str:
-    """'jsonl', 'parquet', 'txt' or 'datasets' (a directory saved with ``save_to_disk``)."""
-    name = path.name.lower()
-    if path.is_dir():
-        return "datasets"
-    if name.endswith((".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")):
-        return "jsonl"
-    if name.endswith(".parquet"):
-        return "parquet"
-    if name.endswith((".txt", ".txt.gz")):
-        return "txt"
-    raise ValueError(
-        f"{path}: unsupported input (use .jsonl[.gz], .parquet, .txt or a saved datasets directory)"
-    )
 
 
 def _from_mapping(obj: Any, text_field: str, file: int, line: int) -> Record | BadInput:
