@@ -95,6 +95,7 @@ def trained(tmp_path_factory, cleaned) -> tuple[Path, dict]:
         num_proc=2,
         config=cfg,
         eval_text=[work / f"{name}.jsonl" for name in unseen],
+        plain_out=work / "plain",
     )
     return out, report
 
@@ -223,6 +224,39 @@ def test_report_checks_targets_on_each_unseen_domain(trained):
     assert domains["help_law_unseen"]["ours"]["bytes"] < 200_000 + 200_000
     text = format_report(report)
     assert all(f"{name} ours/plain: cross-morpheme rate x" in text for name in domains)
+
+
+def test_plain_bpe_of_the_comparison_is_saved_when_asked(trained):
+    """--plain-out: the very tokenizer the report measured, as a complete Hugging Face directory
+    with our special and PII ids, so the same model can be trained with both."""
+    from transformers import AutoTokenizer
+
+    from data.stage import read_marker
+    from tokenizer.morph import MorphemeMarker
+    from tokenizer.quality import measure
+
+    out, report = trained
+    plain_dir = out.parent / "plain"
+    marker = read_marker(plain_dir)
+    assert marker["plain_bpe"] is True and marker["vocab_size"] == 30003
+    plain = AutoTokenizer.from_pretrained(str(plain_dir))
+    ours = AutoTokenizer.from_pretrained(str(out))
+    ids = {t: ours.convert_tokens_to_ids(t) for t in ("<|bos|>", "<|endoftext|>", "<|acc|>", "<|tel|>", "<|rrn|>")}
+    assert {t: plain.convert_tokens_to_ids(t) for t in ids} == ids
+    assert plain.eos_token_id == ours.eos_token_id == 2 and len(plain) == len(ours) == 30003
+    assert plain.get_vocab() != ours.get_vocab()
+    # its figures on an eval domain are the report's plain_bpe figures for that domain
+    entry = report["domains"]["reviews_unseen"]
+    docs, size = [], 0
+    for line in Path(entry["path"]).read_text(encoding="utf-8").splitlines():
+        if size >= report["config"]["heldout_bytes"]:
+            break
+        docs.append(json.loads(line)["text"])
+        size += len(docs[-1].encode("utf-8"))
+    morph = MorphemeMarker()
+    marked = [morph.mark(d) for d in docs]
+    assert measure(plain.backend_tokenizer, marked).summary() == entry["plain_bpe"]
+    assert plain.decode(plain(docs[0])["input_ids"]) == docs[0]
 
 
 def test_metric_on_byte_tokenizer(cleaned):

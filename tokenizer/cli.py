@@ -91,6 +91,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "domain against the targets, next to the held-out documents of the input",
     )
     parser.add_argument("--no-compare", action="store_true", help="skip the plain byte-level BPE comparison")
+    parser.add_argument(
+        "--plain-out",
+        default=None,
+        metavar="DIR",
+        help="also save the plain byte-level BPE of the comparison (same sample, size and special ids) "
+        "as a Hugging Face tokenizer in DIR, e.g. to train the same model with both and compare bits per byte",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -103,6 +110,9 @@ def run(args: argparse.Namespace) -> int:
     names = {f.name for f in fields(TokenizerConfig)}
     # None means "not given", except for --cross-budget where 'none' switches the step off
     overrides = {k: v for k, v in vars(args).items() if k in names and (v is not None or k == "cross_budget")}
+    if args.plain_out and args.no_compare:
+        print("koneox train-tokenizer: error: --plain-out needs the comparison; drop --no-compare", file=sys.stderr)
+        return 1
     config = TokenizerConfig(**overrides, compare_plain=not args.no_compare)
     try:
         train_tokenizer(
@@ -113,8 +123,9 @@ def run(args: argparse.Namespace) -> int:
             num_proc=args.num_proc,
             config=config,
             eval_text=args.eval_text,
+            plain_out=args.plain_out,
         )
-    except (InputError, IncompleteOutputError, SampleTooLargeError, FileNotFoundError) as e:
+    except (InputError, IncompleteOutputError, SampleTooLargeError, FileNotFoundError, ValueError) as e:
         print(f"koneox train-tokenizer: error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -351,6 +351,7 @@ def train_tokenizer(
     num_proc: int | None = None,
     config: TokenizerConfig | None = None,
     eval_text: Iterable[str | os.PathLike] = (),
+    plain_out: str | os.PathLike | None = None,
 ) -> dict:
     """Train the tokenizer on ``inputs`` and save it as a Hugging Face directory.
 
@@ -361,8 +362,16 @@ def train_tokenizer(
     Explicit arguments override the same fields of ``config``; ``sample_bytes=None`` keeps the
     config's sample size (``0`` = the whole input). Raises ``SampleTooLargeError`` before
     reading anything when learning on the sample would not fit in memory.
+
+    ``plain_out``: also save the plain byte-level BPE of the comparison (same sample, size, special
+    and PII ids; its pre-tokenizer and decoder are ours too) as a Hugging Face directory there, to
+    train the same model with both and compare bits per byte (benchmarks/tokenizer_bpb.py).
     """
     cfg = replace(config or TokenizerConfig(), vocab_size=vocab_size)
+    if plain_out is not None:
+        cfg.compare_plain = True
+        if Path(plain_out).resolve() == Path(out_dir).resolve():
+            raise ValueError(f"plain_out {plain_out}: must differ from the output directory")
     if sample_bytes is not None:
         cfg.sample_bytes = sample_bytes
     if num_proc is not None:
@@ -509,6 +518,8 @@ def train_tokenizer(
             os.replace(staged / name, out / name)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if plain_out is not None and plain is not None:
+        _save_plain(plain, Path(plain_out), report)
     write_text_atomic(out / REPORT_NAME, json.dumps(report, ensure_ascii=False, indent=2) + "\n")
     mark_complete(
         out,
@@ -521,6 +532,33 @@ def train_tokenizer(
     )
     print(format_report(report))
     return report
+
+
+def _save_plain(plain: Tokenizer, out: Path, report: dict) -> None:
+    """The comparison BPE as a complete Hugging Face directory, marked like ours."""
+    out.mkdir(parents=True, exist_ok=True)
+    clear_marker(out)
+    remove_temporaries(out)
+    staged = Path(tempfile.mkdtemp(prefix=_WORK_PREFIX, dir=out))
+    try:
+        save_hf(plain, staged)
+        files = sorted(p.name for p in staged.iterdir())
+        for name in files:
+            os.replace(staged / name, out / name)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    held = report["domains"][HELDOUT].get("plain_bpe")
+    mark_complete(
+        out,
+        PRODUCER,
+        {
+            "files": files,
+            "vocab_size": plain.get_vocab_size(with_added_tokens=True),
+            "train_bytes": report["input"]["train_bytes"],
+            "plain_bpe": True,
+            "heldout": held,
+        },
+    )
 
 
 def _ratios(ours: TokenStats, plain: TokenStats) -> dict[str, float | bool]:
