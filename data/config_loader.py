@@ -143,6 +143,14 @@ def _set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
     d[parts[-1]] = value
 
 
+def _describe(tp: Any) -> str:
+    """How an error names a type: 'a number', "'auto'", 'null' ..."""
+    if typing.get_origin(tp) is Literal:
+        return " or ".join(map(repr, typing.get_args(tp)))
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
+    return names.get(tp, getattr(tp, "__name__", str(tp)))
+
+
 def _convert(tp: Any, value: Any, key: str, source: str, origins: dict[str, str]) -> Any:
     where = source_of(origins, key, source)
 
@@ -157,7 +165,14 @@ def _convert(tp: Any, value: Any, key: str, source: str, origins: dict[str, str]
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _convert(inner[0], value, key, source, origins)
+        if len(inner) == 1:
+            return _convert(inner[0], value, key, source, origins)
+        for option in inner:  # the first type that takes the value, e.g. float | Literal["auto"]
+            try:
+                return _convert(option, value, key, source, origins)
+            except ConfigError:
+                continue
+        wrong(" or ".join(_describe(a) for a in args))
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"{where}: {key}: must be one of {', '.join(map(repr, args))}, got {value!r}")

@@ -93,6 +93,16 @@ def test_bad_override_names_the_command_line():
         load_config("tiny.yaml", ["train.lr"])
 
 
+def test_a_union_field_takes_the_first_type_that_fits():
+    """tokenizer.cross_budget: float | 'auto' | None."""
+    assert load_config("tiny.yaml").tokenizer.cross_budget == "auto"
+    assert load_config("tiny.yaml", ["tokenizer.cross_budget=0.18"]).tokenizer.cross_budget == 0.18
+    assert load_config("tiny.yaml", ["tokenizer.cross_budget=null"]).tokenizer.cross_budget is None
+    with pytest.raises(ConfigError, match=r"^command line: tokenizer.cross_budget: expected a number or 'auto' "
+                                          r"or null, got str 'most'"):
+        load_config("tiny.yaml", ["tokenizer.cross_budget=most"])
+
+
 def test_world_size_is_checked_against_the_layout():
     cfg = load_config("12.8b.yaml")
     cfg.check(world_size=256)

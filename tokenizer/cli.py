@@ -26,6 +26,16 @@ def byte_size(value: str) -> int:
     return int(number * _UNITS[unit])
 
 
+def _budget(value: str) -> float | str | None:
+    text = value.strip().lower()
+    if text in ("auto", "none"):
+        return None if text == "none" else "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r}: use auto, none or a number such as 0.18") from None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = TokenizerConfig()
     parser.add_argument(
@@ -77,9 +87,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--cross-budget",
-        type=lambda v: None if v.lower() == "none" else float(v),
+        type=_budget,
         default=defaults.cross_budget,
-        help="straddling rate (x the plain BPE's) to spend on plain-BPE words after pruning ('none' = off)",
+        help="how many plain-BPE words to add after pruning, measured on held-out calibration documents: "
+        "'auto' (default) balances the margins to both targets, a number (e.g. 0.18) caps the straddling "
+        "ratio, 'none' adds none",
     )
     parser.add_argument(
         "--eval-text",

@@ -210,22 +210,29 @@ def _prune(
 
 
 def _add_words(
-    tok: Tokenizer, plain: Tokenizer, docs: list[str], budget: float
-) -> tuple[Tokenizer, dict[str, float | int]]:
+    tok: Tokenizer, plain: Tokenizer, docs: list[str], calibration: list[str], budget: float | str
+) -> tuple[Tokenizer, dict[str, float | int | str]]:
     """Give some of the plain BPE's tokens to ours, in place of our least-used tokens.
 
     Pruning leaves our straddling rate well below the target while compression falls short.
     Each plain token we lack is a word (or word piece) that our encoder splits into k pieces;
     adding it saves about k-1 tokens per use and straddles a morpheme where it does in the
-    plain BPE. Candidates are ranked by tokens saved per straddling use on ``docs`` (word
-    pieces that never straddle first, then long words). Each becomes a chain of merges applied
-    after all of ours, so it only joins our finished pieces, and its new entries replace our
-    least-used leaf tokens (nothing is built on those), so the size stays. The longest prefix
-    of the ranking whose measured straddling rate on ``docs`` stays within ``budget`` times
-    the plain BPE's is kept (binary search; the rate grows with the prefix).
+    plain BPE. Candidates are ranked by tokens saved per straddling use on ``docs`` (training
+    text; word pieces that never straddle first, then long words). Each becomes a chain of
+    merges applied after all of ours, so it only joins our finished pieces, and its new entries
+    replace our least-used leaf tokens (nothing is built on those), so the size stays.
+
+    How long a prefix of the ranking to keep is measured on ``calibration``: held-out documents
+    that neither BPE learned from. (On its own training text the plain BPE straddles more, as
+    it holds whole words of that text, so a budget met there is overspent on unseen text.) Both
+    ratios to the plain BPE grow with the prefix. ``budget="auto"`` keeps the prefix where the
+    two margins to the targets (``CROSS_TARGET`` - straddling ratio, bytes/token ratio -
+    ``BYTES_TARGET``) are equal, so the smaller one is as large as it can be; a number keeps the
+    longest prefix whose straddling ratio stays within it. Binary search either way.
     """
     vocab, merges = _model_parts(tok)
     ours, theirs = measure(tok, docs), measure(plain, docs)
+    calib_plain = measure(plain, calibration)
     decoder = decoders.ByteLevel()
     candidates = []
     for token, i in plain.get_vocab().items():
@@ -272,24 +279,41 @@ def _add_words(
         out.decoder = decoders.ByteLevel()
         return out, len(new)
 
-    limit = budget * theirs.cross_morpheme_rate
+    measured: dict[int, dict[str, float | bool]] = {}
+
+    def ratios(n: int) -> dict[str, float | bool]:
+        if n not in measured:
+            measured[n] = _ratios(measure(build(n)[0], calibration), calib_plain)
+        return measured[n]
+
+    def keep(n: int) -> bool:  # true for a prefix of the ranking, false after it
+        r = ratios(n)
+        if budget == "auto":
+            return r["cross_margin"] >= r["bytes_per_token_margin"]
+        return r["cross_rate_ours_over_plain"] <= budget
+
     lo, hi = 0, len(candidates)
-    best = ours
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        stats = measure(build(mid)[0], docs)
-        if stats.cross_morpheme_rate <= limit:
-            lo, best = mid, stats
+        if keep(mid):
+            lo = mid
         else:
             hi = mid - 1
+    if budget == "auto" and lo < len(candidates):  # the balance point lies between lo and lo + 1
+
+        def smaller(n: int) -> float:
+            return min(ratios(n)["cross_margin"], ratios(n)["bytes_per_token_margin"])
+
+        lo = max(lo, lo + 1, key=smaller)
     out, entries = build(lo)
-    info: dict[str, float | int] = {
+    r = ratios(lo)
+    info: dict[str, float | int | str] = {
+        "budget": budget,
         "words_added": lo,
         "entries_added": entries,
-        "sample_cross_rate_ratio": round(
-            best.cross_morpheme_rate / max(theirs.cross_morpheme_rate, 1e-12), 4
-        ),
-        "sample_bytes_per_token_ratio": round(best.bytes_per_token / max(theirs.bytes_per_token, 1e-12), 4),
+        "calibration_docs": len(calibration),
+        "calibration_cross_rate_ratio": r["cross_rate_ours_over_plain"],
+        "calibration_bytes_per_token_ratio": r["bytes_per_token_ours_over_plain"],
     }
     return out, info
 
@@ -378,6 +402,8 @@ def train_tokenizer(
         cfg.num_proc = num_proc
     if cfg.boundary_policy not in POLICIES:
         raise ValueError(f"boundary_policy {cfg.boundary_policy!r}: choose from {', '.join(POLICIES)}")
+    if isinstance(cfg.cross_budget, str) and cfg.cross_budget != "auto":
+        raise ValueError(f"cross_budget {cfg.cross_budget!r}: use 'auto', a number such as 0.18, or None")
     if cfg.sample_bytes < 0:
         raise ValueError(f"sample_bytes {cfg.sample_bytes}: use a positive size, or 0 for the whole input")
     learned_size = cfg.vocab_size - len(PII_TOKENS)
@@ -444,6 +470,12 @@ def train_tokenizer(
             vocab, merges = _model_parts(tok)
             tok = _rebuild(vocab, merges, set(), learned_size)
         timings["prune_s"] = time.perf_counter() - t
+        # The held-out documents: every other one calibrates the words step below, the rest
+        # are the report's held-out domain. (Neither half is learned from by either BPE.)
+        heldout = list(read_records(drawn.heldout_path))
+        calibration, heldout = heldout[0::2], heldout[1::2]
+        if not heldout:  # a single held-out document: the report needs it more
+            calibration, heldout = [], calibration
         plain: Tokenizer | None = None
         filled = 0
         words: dict[str, float | int] = {}
@@ -455,7 +487,7 @@ def train_tokenizer(
             # every n-th document: the file is in input order, so its head is one source only
             step = max(1, counts["train_bytes"] // max(cfg.prune_bytes // 4, 1))
             sample = [m for k, m in enumerate(read_records(train_rec)) if k % step == 0]
-            tok, words = _add_words(tok, plain, sample, cfg.cross_budget)
+            tok, words = _add_words(tok, plain, sample, calibration or sample, cfg.cross_budget)
             timings["words_s"] = time.perf_counter() - t
         if tok.get_vocab_size() < learned_size:
             # The sample is too small: every morpheme piece is already a single token. Fill
@@ -477,7 +509,7 @@ def train_tokenizer(
         timings["train_total_s"] = time.perf_counter() - t0
 
         t = time.perf_counter()
-        domains = {HELDOUT: list(read_records(drawn.heldout_path))}
+        domains = {HELDOUT: heldout}
         domains |= _read_eval(eval_names, cfg.text_field, cfg.heldout_bytes)
         timings["eval_mecab_s"] = time.perf_counter() - t
         report: dict = {
@@ -490,6 +522,7 @@ def train_tokenizer(
             "pruning": history,
             "filled_from_plain_bpe": filled,
             "words_from_plain_bpe": words,
+            "calibration_docs": len(calibration),
         }
         if cfg.compare_plain and plain is None:
             t = time.perf_counter()
