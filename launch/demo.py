@@ -62,6 +62,36 @@ def model_step() -> None:
           f"grad norm {grad_norm:.4f}")
 
 
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|sep|>{{ m['role'] }}\n{{ m['content'] }}{% endfor %}"
+    "{% if add_generation_prompt %}<|sep|>assistant\n{% endif %}"
+)
+
+
+def attach_chat_template(model_dir: Path) -> None:
+    """Give the stand-in chat model a chat template, as a chat-tuned model ships one."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    tok.chat_template = CHAT_TEMPLATE
+    tok.save_pretrained(str(model_dir))
+    print(f"(chat template attached to {model_dir.relative_to(ROOT)})")
+
+
+def show_chat_prompt(model_dir: Path) -> None:
+    """The merged model carries the chat model's template: format a conversation and generate."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir))
+    messages = [{"role": "user", "content": "이 영화 어때요?"}]
+    prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    ids = tok(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    out = model.generate(ids, max_new_tokens=30, do_sample=False, pad_token_id=tok.pad_token_id)
+    print(f"prompt from the carried-over template: {prompt!r}")
+    print(f"reply: {tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)!r}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="runs/demo", help="output directory of the demo")
@@ -131,6 +161,18 @@ def main(argv: list[str] | None = None) -> int:
 
     banner("11. generate a Korean continuation with transformers")
     command([*KONEOX, "generate", str(out / "hf"), "--prompt", "이 영화 정말", "--greedy", "--max-new-tokens", "40"])
+
+    banner("12. Chat Vector: target + (chat - base), streamed tensor by tensor (stand-in models)")
+    # No chat model can be downloaded here, so checkpoints of the demo run stand in: base = the
+    # first, "chat" = the second with a chat template attached, target = the export of stage 9.
+    # The arithmetic, the files and the carried-over template are what a real base/chat pair gets.
+    first, second = sorted((ROOT / out / "train" / "checkpoints").glob("step*"))[:2]
+    command([*KONEOX, "export", str(first.relative_to(ROOT)), "--out", str(out / "cv" / "base")])
+    command([*KONEOX, "export", str(second.relative_to(ROOT)), "--out", str(out / "cv" / "chat")])
+    attach_chat_template(ROOT / out / "cv" / "chat")
+    command([*KONEOX, "chat-vector", "--base", str(out / "cv" / "base"), "--chat", str(out / "cv" / "chat"),
+             "--target", str(out / "hf"), "--out", str(out / "hf-chat")])
+    show_chat_prompt(ROOT / out / "hf-chat")
 
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s; outputs in {out}/", flush=True)
     return 0
