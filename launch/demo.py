@@ -89,7 +89,7 @@ def show_chat_prompt(model_dir: Path) -> None:
     ids = tok(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
     out = model.generate(ids, max_new_tokens=30, do_sample=False, pad_token_id=tok.pad_token_id)
     print(f"prompt from the carried-over template: {prompt!r}")
-    print(f"reply: {tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)!r}")
+    print(f"reply of the stand-in merge: {tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
