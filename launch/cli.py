@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "select": ("train.eval.select", "evaluate a run's checkpoints (held-out loss, bits per byte, degeneration, KoBEST) and pick one"),
     "eval": ("train.eval.cli", "KoBEST (as lm-evaluation-harness) and bits per byte of a model or checkpoint"),
     "export": ("train.export", "turn a training checkpoint into a Hugging Face GPT-NeoX directory"),
+    "extend-vocab": ("model.extend_vocab_cli", "add Korean tokens to an existing model's byte-level BPE and embeddings"),
     "chat-vector": ("model.chat_vector_cli", "add a chat model's instruction following to a Korean model: target + ratio * (chat - base)"),
     "generate": ("train.generate", "generate text from an exported model or a checkpoint, streaming tokens"),
     "plan": ("train.plan", "rank parallel layouts for a cluster: memory per GPU, step time, checkpoint save"),
