@@ -88,6 +88,15 @@ class TrainConfig:
     """Dtype of the data-parallel gradient reduction (DeepSpeed's ``communication_data_type``)."""
     exit_interval: int = 0
     """Save and exit once the step count is a multiple of this, as if pre-empted (0 = off); rerun to resume."""
+    trainable: list[str] = field(default_factory=lambda: ["all"])
+    """Parameters to train, by name (``gpt_neox.embed_in.weight``, ``gpt_neox.layers.3.mlp...``,
+    ``embed_out.weight``): a pattern matches a name it is a substring of (``embed_in``) or a glob
+    over it (``*.attention.*``); ``all`` = every parameter. A pattern matching nothing is an error.
+    The others are frozen: no gradient, left out of the optimizer, bit-identical after training."""
+    freeze_embedding_rows_below: int = 0
+    """Input-embedding rows below this token id get no update and stay bit-identical: the old
+    vocabulary after a vocabulary extension, so only the new rows learn (0 = off). embed_in must
+    be trainable, and is then not weight-decayed (decoupled decay would shrink the frozen rows)."""
 
 
 @dataclass
@@ -192,6 +201,20 @@ class Config:
                 fail(f"train.{key}", f"must be positive, got {getattr(t, key)}")
         if t.grad_accum < 0 or t.global_batch_size < 0:
             fail("train.grad_accum" if t.grad_accum < 0 else "train.global_batch_size", "must be >= 0")
+        if not t.trainable:
+            fail("train.trainable", "is empty; list parameter-name patterns, or [all]")
+        if t.freeze_embedding_rows_below < 0:
+            fail("train.freeze_embedding_rows_below", f"must be >= 0, got {t.freeze_embedding_rows_below}")
+        if t.freeze_embedding_rows_below and p.zero_stage == 3:
+            fail("train.freeze_embedding_rows_below",
+                 "is not supported with ZeRO stage 3 (partitioned parameters); use parallel.zero_stage 1 or 2")
+        if t.freeze_embedding_rows_below and t.adam_eps <= 0:
+            fail("train.adam_eps", "must be > 0 with train.freeze_embedding_rows_below: Adam's update of a "
+                                   "frozen row is 0 / (0 + eps), which needs eps > 0 to be exactly 0")
+        # With model.init_from the vocabulary comes from the checkpoint: the trainer checks it there.
+        if not m.init_from and t.freeze_embedding_rows_below > m.padded_vocab_size:
+            fail("train.freeze_embedding_rows_below",
+                 f"{t.freeze_embedding_rows_below} exceeds the {m.padded_vocab_size} input-embedding rows")
         if t.min_lr > t.lr:
             fail("train.min_lr", f"{t.min_lr} is above train.lr {t.lr}")
         if self.data.seq_len > m.max_position_embeddings:

@@ -11,9 +11,11 @@ global batch (all micro-batches, all data-parallel ranks), so it is comparable a
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import json
 import math
 import os
+import re
 import signal
 import time
 from dataclasses import asdict, dataclass
@@ -26,7 +28,7 @@ import torch.nn.functional as F
 
 from model import GPTNeoX, ModelConfig
 from train import checkpoint as ckpt
-from train.config import Config, ConfigError
+from train.config import Config, ConfigError, TrainConfig
 from train.distributed import broadcast_object, check_shared_directory, init_distributed
 from train.ds_config import deepspeed_config
 from train.metrics import MetricsLogger, peak_tflops
@@ -86,6 +88,92 @@ def no_decay(name: str) -> bool:
     return name.endswith(".bias") or "layernorm" in name or "layer_norm" in name
 
 
+EMBED_IN = "gpt_neox.embed_in.weight"
+
+
+def select_trainable(names: list[str], patterns: list[str]) -> set[str]:
+    """The parameter names ``train.trainable`` selects: a pattern matches a name it is a substring
+    of, or a glob (fnmatch) over it; ``all`` matches everything. A pattern that matches nothing
+    is a ConfigError that lists the names (layer numbers folded to ``N``)."""
+    if "all" in patterns:
+        return set(names)
+    chosen: set[str] = set()
+    for pattern in patterns:
+        hits = {n for n in names if pattern in n or fnmatch.fnmatchcase(n, pattern)}
+        if not hits:
+            groups = dict.fromkeys(re.sub(r"\.layers\.\d+\.", ".layers.N.", n) for n in names)
+            raise ConfigError(f"train.trainable: {pattern!r} matches no parameter; the parameters are "
+                              f"{', '.join(groups)} (N = layer number), or 'all'")
+        chosen |= hits
+    return chosen
+
+
+def check_freezing(cfg: Config) -> tuple[set[str], int, int]:
+    """Validate ``train.trainable`` and ``train.freeze_embedding_rows_below`` against the model's
+    real parameter names and vocabulary (after ``model.init_from`` has set the shape), before any
+    distributed work. Returns (trainable names, trainable count, total count), counted on the
+    whole model (not a tensor-parallel shard)."""
+    with torch.device("meta"):
+        shapes = {n: p.numel() for n, p in GPTNeoX(cfg.model).named_parameters()}
+    trainable = select_trainable(list(shapes), cfg.train.trainable)
+    rows = cfg.train.freeze_embedding_rows_below
+    if rows and EMBED_IN not in trainable:
+        raise ConfigError(f"train.freeze_embedding_rows_below: {rows} has no effect: {EMBED_IN} is not in "
+                          f"train.trainable {cfg.train.trainable}")
+    if rows > cfg.model.padded_vocab_size:
+        raise ConfigError(f"train.freeze_embedding_rows_below: {rows} exceeds the {cfg.model.padded_vocab_size} "
+                          "input-embedding rows")
+    return trainable, sum(shapes[n] for n in trainable), sum(shapes.values())
+
+
+def freeze(model: GPTNeoX, trainable: set[str], rows_below: int) -> None:
+    """Turn off gradients of the parameters not in ``trainable``; with ``rows_below`` > 0, zero
+    the input embedding's gradient for rows below it.
+
+    The mask is a hook on the parameter, so it runs when autograd produces each micro-batch's
+    gradient: before accumulation, before DeepSpeed reduces it across ranks (ZeRO-2 does that
+    from a hook on the accumulation) and before any optimizer sees it. A row whose gradient is
+    always zero keeps Adam moments of exactly zero, so Adam's update for it is exactly 0 / eps
+    = 0; with no weight decay on embed_in (``param_groups``) it never moves, also not in the
+    fp32 master copy ZeRO keeps. The embedding is replicated under tensor parallelism
+    (train/parallel.py), so global row ids are local ones on every rank."""
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in trainable)
+    if not rows_below:
+        return
+    weight = model.get_parameter(EMBED_IN)
+    full = model.config.padded_vocab_size
+    if weight.shape[0] != full:
+        raise RuntimeError(f"{EMBED_IN} has {weight.shape[0]} rows on this rank, not {full}: a vocab-parallel "
+                           "embedding needs freeze_embedding_rows_below mapped to local rows")
+    frozen = (torch.arange(full, device=weight.device) < rows_below).unsqueeze(1)  # (V, 1)
+    # masked_fill, not multiplication: a NaN gradient (a skipped step) must become 0 as well.
+    weight.register_hook(lambda grad: grad.masked_fill(frozen, 0.0))
+
+
+def check_same_freezing(saved: dict[str, Any], t: TrainConfig, where: Path) -> None:
+    """A run resumes only with the freezing it was saved with (``saved``: the checkpoint's
+    ``train`` section): other optimizer groups would not load, and rows frozen only now would
+    carry Adam moments from before and keep moving."""
+    for key, default in (("trainable", ["all"]), ("freeze_embedding_rows_below", 0)):
+        if saved.get(key, default) != getattr(t, key):
+            raise ConfigError(f"train.{key}: {getattr(t, key)} differs from {saved.get(key, default)} in the "
+                              f"checkpoint {where}; resume with the same value, or start a new train.run_dir "
+                              "with model.init_from set to an export of it")
+
+
+def param_groups(model: GPTNeoX, weight_decay: float, rows_below: int) -> list[dict[str, Any]]:
+    """AdamW groups over the trainable parameters only, so no decay or moment touches a frozen
+    one. Without weight decay: biases, LayerNorms, and embed_in while rows of it are frozen.
+    Empty groups are left out (DeepSpeed's ZeRO optimizer cannot flatten an empty group)."""
+    decay, plain = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (plain if no_decay(name) or (rows_below and name == EMBED_IN) else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
 def build_model(cfg: Config) -> GPTNeoX:
     """This rank's shard of the model: random init from the config, or the weights of
     ``model.init_from`` (continued pretraining), in the training precision on this rank's device.
@@ -138,6 +226,7 @@ class Trainer:
         ConfigError before any distributed work starts."""
         self.cfg = cfg
         check_init_from(cfg, explicit_keys or set())
+        self.trainable, self.num_trainable, self.num_params = check_freezing(cfg)
         self.state = TrainState()
         self.stop_signal = 0
         self._inject = _injections()
@@ -172,12 +261,11 @@ class Trainer:
             # In place: torch.compile(model) would wrap it, and DeepSpeed would save every weight
             # under "_orig_mod.", which export, select and generate cannot place.
             model.compile()
-        decay = [p for n, p in model.named_parameters() if not no_decay(n)]
-        plain = [p for n, p in model.named_parameters() if no_decay(n)]
         t = cfg.train
+        freeze(model, self.trainable, t.freeze_embedding_rows_below)
         adamw = SkippingAdamW if cfg.parallel.zero_stage == 0 else torch.optim.AdamW
         optimizer = adamw(
-            [{"params": decay, "weight_decay": t.weight_decay}, {"params": plain, "weight_decay": 0.0}],
+            param_groups(model, t.weight_decay, t.freeze_embedding_rows_below),
             lr=t.lr, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_eps,
             fused=torch.cuda.is_available(),
         )
@@ -274,10 +362,11 @@ class Trainer:
         tag = broadcast_object(ckpt.latest_tag(self.ckpt_dir) if self.is_main else None)
         if tag is None:
             return
+        meta = ckpt.read_meta(self.ckpt_dir / tag)
+        check_same_freezing(meta["config"]["train"], self.cfg.train, self.ckpt_dir / tag)
         load_path, _ = self.engine.load_checkpoint(str(self.ckpt_dir), tag=tag)
         if load_path is None:
             raise RuntimeError(f"{self.ckpt_dir / tag}: DeepSpeed could not load this checkpoint")
-        meta = ckpt.read_meta(self.ckpt_dir / tag)
         self.state = TrainState(**meta["state"])
         self.train_loader.load_state_dict(meta["data"])
         ckpt.load_rng(self.ckpt_dir, tag, self.rank)
@@ -424,6 +513,9 @@ class Trainer:
             print(f"optimizer {type(self.engine.optimizer).__name__}: gradients accumulated in {dtypes}, reduced in "
                   f"{self.ds_config.get('communication_data_type', t.precision)}; collective timeout "
                   f"{cfg.parallel.timeout_minutes} min", flush=True)
+            rows = t.freeze_embedding_rows_below
+            print(f"trainable {self.num_trainable:,} of {self.num_params:,} parameters (train.trainable "
+                  f"{t.trainable})" + (f"; input-embedding rows below {rows} frozen" if rows else ""), flush=True)
         last_saved = self.state.step
         tick, tokens_since = time.perf_counter(), 0
         try:
