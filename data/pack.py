@@ -102,6 +102,9 @@ PACK_PRODUCER = "koneox pack"
 # What `koneox train-tokenizer` leaves in its output directory (tokenizer.train; not imported here,
 # to keep worker start-up light): its marker's producer, its report, and its work directory.
 TOKENIZER_PRODUCER = "koneox train-tokenizer"
+# finished model directories whose tokenizer files pack may use directly (model/extend_vocab.py,
+# model/chat_vector.py; not imported here, to keep the workers light)
+MODEL_PRODUCERS = ("koneox extend-vocab", "koneox chat-vector")
 TOKENIZER_REPORT = "tokenizer_report.json"
 TOKENIZER_WORK_PREFIX = ".koneox-tok-"
 EOS_FALLBACK = "<|endoftext|>"
@@ -252,6 +255,8 @@ def _require_finished_tokenizer(tok_dir: Path) -> None:
                 f"(it holds {', '.join(sorted(traces)[:3])}); rerun `{TOKENIZER_PRODUCER}`"
             )
         return
+    if record.get("producer") in MODEL_PRODUCERS:
+        return  # a finished model directory that carries its tokenizer (e.g. an extended vocabulary)
     if record.get("producer") != TOKENIZER_PRODUCER:
         raise PackError(f"{tok_dir}: {MARKER} was written by {record.get('producer')!r}, not a tokenizer")
     missing = [name for name in record.get("files", []) if not (tok_dir / name).is_file()]

@@ -12,17 +12,20 @@ from Korean reviews. Held-out reviews and English paragraphs are neither tokeniz
 
 from __future__ import annotations
 
-import gzip
-import html
 import json
-import re
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from data.testing import read_texts, train_tiny_tokenizer, write_jsonl_gz
+from data.testing import (
+    english_help_paragraphs,
+    read_texts,
+    train_on_windows,
+    train_tiny_tokenizer,
+    write_jsonl_gz,
+)
 from launch.cli import main
 from model import GPTNeoX, ModelConfig
 from model.extend_vocab import CONFIG_KEY, REPORT_NAME, extend_vocab
@@ -57,23 +60,7 @@ pytestmark = [
 
 
 def english_paragraphs(max_bytes: int) -> list[str]:
-    """The help pages' lines without Hangul that read as English (4+ words), tags stripped,
-    each line once; one document per page."""
-    hangul = re.compile(r"[\u1100-\u11ff\u3130-\u318f\uac00-\ud7a3]")
-    docs, seen, size = [], set(), 0
-    with gzip.open(RAW / "libreoffice_help_ko.jsonl.gz", "rt", encoding="utf-8") as f:
-        for line in f:
-            body = html.unescape(re.sub(r"<[^>]+>", "\n", json.loads(line)["text"]))
-            lines = [s.strip() for s in body.split("\n")]
-            lines = [s for s in lines if s and s not in seen and not hangul.search(s)
-                     and len(re.findall(r"[A-Za-z]{2,}", s)) >= 4]
-            seen.update(lines)
-            if lines:
-                docs.append("\n".join(lines))
-                size += sum(len(s) for s in lines)
-                if size >= max_bytes:
-                    break
-    return docs
+    return english_help_paragraphs(max_bytes, RAW / "libreoffice_help_ko.jsonl.gz")
 
 
 def train_base_model(tokenizer_dir: Path, texts: list[str], out: Path, steps: int = 80) -> Path:
@@ -89,16 +76,7 @@ def train_base_model(tokenizer_dir: Path, texts: list[str], out: Path, steps: in
     model = GPTNeoX(ModelConfig.from_name("tiny", num_layers=2, vocab_size=tok.get_vocab_size(),
                                           max_position_embeddings=256))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-    gen = torch.Generator().manual_seed(0)
-    T, B = 128, 16
-    for _ in range(steps):
-        starts = torch.randint(0, len(data) - T - 1, (B,), generator=gen)
-        batch = torch.stack([data[s : s + T + 1] for s in starts])  # (B, T + 1)
-        logits = model(batch[:, :-1])  # (B, T, V)
-        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    train_on_windows(model, data, steps, opt, seed=0)
     model.save_pretrained(str(out))
     for f in tokenizer_dir.iterdir():
         shutil.copy2(f, out / f.name)
@@ -300,6 +278,15 @@ def test_transformers_and_the_trainer_load_the_output(world, extended):
     assert cfg.model.padded_vocab_size == report["tokens"]["rows"] and cfg.tokenizer.path == str(ext_dir)
     model = build_shard(cfg.model)
     assert torch.equal(model.gpt_neox.embed_in.weight, ours.gpt_neox.embed_in.weight)
+
+    # koneox pack takes the finished directory as --tokenizer: Korean packs to the new ids
+    from data.indexed import IndexedDataset
+    from data.pack import pack
+
+    src = write_jsonl_gz(world["ko_held"][:20], ext_dir.parent / "ko_pack.jsonl.gz")
+    pack([str(src)], str(ext_dir), str(ext_dir.parent / "ko_packed"), progress=False)
+    first = IndexedDataset(str(ext_dir.parent / "ko_packed"))[0]
+    assert list(first[:-1]) == tok(world["ko_held"][0])["input_ids"]
 
 
 def test_llama_style_model(world, tmp_path):
