@@ -68,3 +68,50 @@ def train_tiny_tokenizer(texts: Sequence[str], out_dir: str | os.PathLike, vocab
     out = Path(out_dir)
     PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS).save_pretrained(str(out))
     return out
+
+
+def english_help_paragraphs(max_bytes: int, path: str | os.PathLike | None = None) -> list[str]:
+    """English text without any Hangul: the lines of the LibreOffice help pages
+    (``raw/libreoffice_help_ko.jsonl.gz``) that hold no Hangul and read as English (4+ words),
+    tags stripped, each line once; one document per page, until ``max_bytes`` characters."""
+    import html
+    import re
+
+    hangul = re.compile(r"[\u1100-\u11ff\u3130-\u318f\uac00-\ud7a3]")
+    docs: list[str] = []
+    seen: set[str] = set()
+    size = 0
+    with gzip.open(path or corpus_dir() / "raw" / "libreoffice_help_ko.jsonl.gz", "rt", encoding="utf-8") as f:
+        for line in f:
+            body = html.unescape(re.sub(r"<[^>]+>", "\n", json.loads(line)["text"]))
+            lines = [s.strip() for s in body.split("\n")]
+            lines = [s for s in lines if s and s not in seen and not hangul.search(s)
+                     and len(re.findall(r"[A-Za-z]{2,}", s)) >= 4]
+            seen.update(lines)
+            if lines:
+                docs.append("\n".join(lines))
+                size += sum(len(s) for s in lines)
+                if size >= max_bytes:
+                    break
+    return docs
+
+
+def train_on_windows(model, data, steps: int, opt, seed: int = 0, sched=None, batch: int = 16, window: int = 128):
+    """Plain next-token training of ``model`` on ``steps`` batches of random ``window``-token
+    slices of the token stream ``data`` (``batch`` x ``window`` tokens a step, slices drawn with
+    ``seed``), stepping ``opt`` (and ``sched``). Used to make small trained models for tests and
+    benchmarks."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        starts = torch.randint(0, len(data) - window - 1, (batch,), generator=gen)
+        rows = torch.stack([data[s : s + window + 1] for s in starts])  # (B, T + 1)
+        logits = model(rows[:, :-1])  # (B, T, V)
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), rows[:, 1:].flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+    return model

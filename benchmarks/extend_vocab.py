@@ -1,0 +1,232 @@
+"""Vocabulary extension measured end to end on CPU: an English model learns Korean tokens.
+
+    python benchmarks/extend_vocab.py                   # ~10-15 min on 2 shared cores
+    python benchmarks/extend_vocab.py --base-steps 100 --stage-steps 40   # a quick look
+
+1. An English byte-level BPE (``--en-vocab``, default 2,048) learned from the English paragraphs
+   of the LibreOffice help pages (``data.testing.english_help_paragraphs``: lines without any
+   Hangul), and a 2-layer koneox GPT-NeoX (the ``tiny`` size, hidden 128) trained on them alone
+   for ``--base-steps`` plain AdamW steps: the model never sees a Korean byte.
+2. A Korean byte-level BPE (``--ko-vocab``, default 4,000; ``data.testing.train_tiny_tokenizer``,
+   the same byte-level BPE trainer ``koneox train-tokenizer`` runs, without its cleaning and
+   sampling) learned from NSMC reviews.
+3. ``extend_vocab`` (``koneox extend-vocab``) with ``--init`` mean, random and first: Hangul-only
+   merges spliced after the English ones, old rows bit-identical.
+4. The koneox trainer (``launch/train.py --config tiny.yaml``, one CPU process) from the
+   mean-initialised model on packed Korean reviews, the same ``--stage-steps`` and learning rate:
+   - stage 1: ``train.trainable=[embed_in] train.freeze_embedding_rows_below=<old vocab>``
+     (only the new input rows learn), then ``koneox export``;
+   - stage 2 after stage 1: ``train.trainable=[embed_in, embed_out]`` (same row freeze);
+   - all parameters from the start (no freezing).
+5. Bits per byte (``train.eval.bpb``) on held-out reviews and held-out English pages (neither
+   trained on by any tokenizer or model), and bytes per token (``tokenizer.fertility``).
+
+Prints a markdown table and writes ``--out``/extend_vocab.json. Claims checked (printed as
+PASS/FAIL, never asserted): Korean bytes per token at least 2x; at step 0 mean init below random
+init on Korean; stage 1 English bits per byte within 1% of the original while all-parameter
+training is not; Korean bits per byte improves under both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def train_english_base(tok_dir: Path, texts: list[str], out: Path, steps: int, seed: int = 0) -> Path:
+    """2-layer tiny GPT-NeoX trained on ``texts`` (plain AdamW, lr 3e-3, 16 x 128 tokens a step),
+    saved with its tokenizer as a Hugging Face directory."""
+    import torch
+    from tokenizers import Tokenizer
+
+    from data.testing import train_on_windows
+    from model import GPTNeoX, ModelConfig
+
+    tok = Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
+    eos = tok.token_to_id("<|endoftext|>")
+    stream: list[int] = []
+    for enc in tok.encode_batch(texts, add_special_tokens=False):
+        stream += [*enc.ids, eos]
+    data = torch.tensor(stream)
+    torch.manual_seed(seed)
+    model = GPTNeoX(ModelConfig.from_name("tiny", num_layers=2, vocab_size=tok.get_vocab_size(),
+                                          max_position_embeddings=256))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20))
+    train_on_windows(model, data, steps, opt, seed=seed, sched=sched)
+    model.save_pretrained(str(out))
+    for f in tok_dir.iterdir():
+        shutil.copy2(f, out / f.name)
+    return out
+
+
+def bpb(model_dir: Path, paths: dict[str, Path]) -> dict[str, float]:
+    from train.eval.bpb import bits_per_byte
+    from train.eval.kobest import load_model
+
+    model, tok, _ = load_model(str(model_dir), "cpu", None)
+    return {k: bits_per_byte(model, tok, p, progress=False)["bits_per_byte"] for k, p in paths.items()}
+
+
+def train_stage(run: Path, init_from: Path, packed: str, steps: int, lr: float, extra: dict) -> float:
+    """One koneox trainer run on one CPU process; returns its wall time."""
+    settings = {
+        "model.init_from": init_from, "data.seq_len": 128, "data.train_paths": f"[{packed}]",
+        "data.split": "[1.0, 0.0, 0.0]", "train.micro_batch_size": 16, "train.grad_accum": 1,
+        "train.train_steps": steps, "train.warmup_steps": max(1, steps // 10), "train.lr": lr,
+        "train.min_lr": lr / 10, "train.weight_decay": 0.0, "train.precision": "fp32",
+        "train.log_interval": max(1, steps // 5), "train.eval_interval": 0, "train.save_interval": steps,
+        "logging.wandb.mode": "disabled", "train.run_dir": str(run), **extra,
+    }
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "launch/train.py", "--config", "tiny.yaml", *[f"{k}={v}" for k, v in settings.items()]]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"trainer failed ({run}):\n{(proc.stdout + proc.stderr)[-4000:]}")
+    return time.perf_counter() - t0
+
+
+def export(run: Path, out: Path) -> Path:
+    from launch.cli import main
+
+    if main(["export", str(run), "--out", str(out)]) != 0:
+        raise SystemExit(f"export of {run} failed")
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", default="runs/bench_extend_vocab")
+    p.add_argument("--en-vocab", type=int, default=2048)
+    p.add_argument("--ko-vocab", type=int, default=4000)
+    p.add_argument("--en-bytes", type=int, default=1_500_000, help="English text read (characters)")
+    p.add_argument("--ko-docs", type=int, default=40_000, help="Korean reviews read")
+    p.add_argument("--held-en", type=int, default=40, help="held-out English pages")
+    p.add_argument("--held-ko", type=int, default=1000, help="held-out reviews")
+    p.add_argument("--base-steps", type=int, default=400)
+    p.add_argument("--stage-steps", type=int, default=150)
+    p.add_argument("--lr", type=float, default=2e-3, help="the trainer's peak lr, every stage")
+    p.add_argument("--stage2", action=argparse.BooleanOptionalAction, default=True)
+    args = p.parse_args()
+
+    import torch
+    from transformers import AutoTokenizer
+
+    from data.pack import pack
+    from data.testing import (
+        corpus_dir,
+        english_help_paragraphs,
+        read_texts,
+        train_tiny_tokenizer,
+        write_jsonl_gz,
+    )
+    from model.extend_vocab import extend_vocab
+    from tokenizer.fertility import fertility
+
+    torch.set_num_threads(1)
+    t_start = time.perf_counter()
+    root = Path(args.out)
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    english = english_help_paragraphs(args.en_bytes)
+    korean = read_texts(corpus_dir() / "raw" / "nsmc_reviews.jsonl.gz", limit=args.ko_docs)
+    en_train, en_held = english[: -args.held_en], english[-args.held_en :]
+    ko_train, ko_held = korean[: -args.held_ko], korean[-args.held_ko :]
+    held = {"ko": write_jsonl_gz(ko_held, root / "ko_heldout.jsonl.gz"),
+            "en": write_jsonl_gz(en_held, root / "en_heldout.jsonl.gz")}
+    ko_train_file = write_jsonl_gz(ko_train, root / "ko_train.jsonl.gz")
+    sizes = {"en_train_bytes": sum(len(t.encode()) for t in en_train), "en_train_docs": len(en_train),
+             "ko_train_bytes": sum(len(t.encode()) for t in ko_train), "ko_train_docs": len(ko_train),
+             "en_heldout_docs": len(en_held), "ko_heldout_docs": len(ko_held)}
+    print(f"data: {sizes}", flush=True)
+
+    train_tiny_tokenizer(en_train, root / "en_tok", vocab_size=args.en_vocab)
+    train_tiny_tokenizer(ko_train, root / "ko_tok", vocab_size=args.ko_vocab)
+    t0 = time.perf_counter()
+    base = train_english_base(root / "en_tok", en_train, root / "base", args.base_steps)
+    print(f"English base: {args.base_steps} steps in {time.perf_counter() - t0:.0f} s", flush=True)
+
+    rows: dict[str, dict] = {}
+
+    def measure(name: str, model_dir: Path, note: str = "") -> None:
+        tok = AutoTokenizer.from_pretrained(str(model_dir))
+        b = bpb(model_dir, held)
+        rows[name] = {"ko_bpb": b["ko"], "en_bpb": b["en"],
+                      "ko_bytes_per_token": fertility(tok, ko_held)["bytes_per_token"],
+                      "en_bytes_per_token": fertility(tok, en_held)["bytes_per_token"], "note": note}
+        print(f"  {name}: {rows[name]}", flush=True)
+
+    measure("original (English BPE + model)", base, f"{args.base_steps} steps on English only")
+    ext: dict[str, Path] = {}
+    for init in ("mean", "random", "first"):
+        ext[init] = root / f"ext-{init}"
+        report = extend_vocab(base, root / "ko_tok", ext[init], init=init)
+        measure(f"extended, step 0, init {init}", ext[init], f"{report['tokens']['added']} tokens added")
+    old_vocab = json.loads((ext["mean"] / "config.json").read_text())["koneox_vocab_extension"]["old_vocab_size"]
+
+    pack([str(ko_train_file)], str(ext["mean"]), str(root / "ko_packed"), num_proc=1, progress=False)
+    packed = str(root / "ko_packed")
+    freeze = {"train.freeze_embedding_rows_below": old_vocab}
+    stages = [("stage 1 (new input rows)", "stage1", ext["mean"], {"train.trainable": "[embed_in]", **freeze})]
+    if args.stage2:
+        stages.append(("stage 2 after stage 1 (+ output head)", "stage2", None,
+                       {"train.trainable": "[embed_in, embed_out]", **freeze}))
+    stages.append(("all parameters from the start", "full", ext["mean"], {}))
+    for name, tag, start, extra in stages:
+        start = start or root / "stage1-hf"
+        secs = train_stage(root / tag, start, packed, args.stage_steps, args.lr, extra)
+        export(root / tag, root / f"{tag}-hf")
+        measure(name, root / f"{tag}-hf", f"{args.stage_steps} trainer steps, {secs:.0f} s")
+
+    o, m, r = rows["original (English BPE + model)"], rows["extended, step 0, init mean"], \
+        rows["extended, step 0, init random"]
+    s1, full = rows["stage 1 (new input rows)"], rows["all parameters from the start"]
+
+    def rel(a: float, b: float) -> float:
+        return (a - b) / b
+
+    claims = {
+        "Korean bytes per token >= 2x": (m["ko_bytes_per_token"] / o["ko_bytes_per_token"] >= 2,
+                                         f"{m['ko_bytes_per_token'] / o['ko_bytes_per_token']:.2f}x"),
+        "step 0: mean init Korean bpb < random init": (m["ko_bpb"] < r["ko_bpb"],
+                                                       f"{m['ko_bpb']:.4f} vs {r['ko_bpb']:.4f}"),
+        "stage 1 English bpb within 1% of the original": (abs(rel(s1["en_bpb"], o["en_bpb"])) <= 0.01,
+                                                          f"{rel(s1['en_bpb'], o['en_bpb']):+.2%}"),
+        "stage 1 English bpb = extended step 0 (frozen)": (abs(rel(s1["en_bpb"], m["en_bpb"])) <= 1e-6,
+                                                           f"{rel(s1['en_bpb'], m['en_bpb']):+.2e}"),
+        "all-parameter English bpb NOT within 1%": (abs(rel(full["en_bpb"], o["en_bpb"])) > 0.01,
+                                                    f"{rel(full['en_bpb'], o['en_bpb']):+.2%}"),
+        "Korean bpb improves under stage 1": (s1["ko_bpb"] < m["ko_bpb"], f"{s1['ko_bpb']:.4f} vs {m['ko_bpb']:.4f}"),
+        "Korean bpb improves under all-parameter": (full["ko_bpb"] < m["ko_bpb"],
+                                                    f"{full['ko_bpb']:.4f} vs {m['ko_bpb']:.4f}"),
+    }
+    print()
+    print("| model | Korean bpb | English bpb | Korean bytes/token | English bytes/token | note |")
+    print("|---|---:|---:|---:|---:|---|")
+    for name, v in rows.items():
+        print(f"| {name} | {v['ko_bpb']:.4f} | {v['en_bpb']:.4f} | {v['ko_bytes_per_token']:.2f} "
+              f"| {v['en_bytes_per_token']:.2f} | {v['note']} |")
+    print()
+    for claim, (ok, detail) in claims.items():
+        print(f"{'PASS' if ok else 'FAIL'}  {claim}: {detail}")
+    total = time.perf_counter() - t_start
+    print(f"\ntotal {total:.0f} s; old vocabulary {old_vocab}; lr {args.lr}")
+    (root / "extend_vocab.json").write_text(json.dumps(
+        {"args": vars(args), "data": sizes, "old_vocab_size": old_vocab, "rows": rows,
+         "claims": {k: {"holds": ok, "detail": d} for k, (ok, d) in claims.items()}, "seconds": round(total)},
+        indent=2, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
