@@ -66,6 +66,22 @@ def remove_temporaries(directory: str | os.PathLike) -> list[Path]:
     return removed
 
 
+def start_work_dir(directory: str | os.PathLike, prefix: str) -> Path:
+    """Open ``directory`` for a stage that builds its files in a work directory and renames them
+    in: create it, clear its marker, remove a killed run's temporaries and ``prefix*`` work
+    directories, and return a fresh work directory inside it (the caller removes it)."""
+    import shutil
+    import tempfile
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    clear_marker(out)
+    remove_temporaries(out)
+    for stale in out.glob(f"{prefix}*"):  # work directory of a killed run
+        shutil.rmtree(stale, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=out))
+
+
 def clear_marker(directory: str | os.PathLike) -> None:
     """Call before a stage starts changing ``directory``: it is not complete until marked again."""
     (Path(directory) / MARKER).unlink(missing_ok=True)

@@ -55,7 +55,6 @@ import contextlib
 import json
 import math
 import os
-import re
 import shutil
 import struct
 import time
@@ -68,6 +67,7 @@ import torch
 from safetensors import safe_open
 
 from data.stage import mark_complete, require_complete, tmp_path
+from model.hf_io import parse_size as hf_parse_size
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 EMBEDDING_MODES = ("all", "skip", "matched")
@@ -104,13 +104,11 @@ class ChatVectorError(ValueError):
 
 
 def parse_size(text: str) -> int:
-    """'2GB', '500MB', '123' (bytes) -> bytes (decimal units, as transformers' max_shard_size)."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]i?B)?\s*", text, flags=re.IGNORECASE)
-    if not m:
-        raise ChatVectorError(f"{text!r}: expected a size such as 2GB, 500MB or a number of bytes")
-    unit = (m.group(2) or "B").upper()
-    scale = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}[unit]
-    return int(float(m.group(1)) * scale)
+    """``model.hf_io.parse_size``, its error a ChatVectorError."""
+    try:
+        return hf_parse_size(text)
+    except ValueError as e:
+        raise ChatVectorError(str(e)) from None
 
 
 # -- reading model directories one block at a time ---------------------------------------------

@@ -45,7 +45,6 @@ import math
 import os
 import re
 import shutil
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -55,7 +54,7 @@ from typing import Any
 
 import torch
 
-from data.stage import clear_marker, mark_complete, remove_temporaries, write_text_atomic
+from data.stage import mark_complete, start_work_dir, write_text_atomic
 from tokenizer.extend import (
     BPE,
     PROBE_TEXTS,
@@ -295,12 +294,7 @@ def extend_vocab(
     def resize(t: torch.Tensor, role: str) -> torch.Tensor:
         return extend_rows(t, ext.first_id, pieces, rows, rules[role], generator)
 
-    out.mkdir(parents=True, exist_ok=True)
-    clear_marker(out)
-    remove_temporaries(out)
-    for stale in out.glob(f"{_WORK_PREFIX}*"):  # work directory of a killed run
-        shutil.rmtree(stale, ignore_errors=True)
-    work = Path(tempfile.mkdtemp(prefix=_WORK_PREFIX, dir=out))
+    work = start_work_dir(out, _WORK_PREFIX)
     try:
         with open(model_dir / "config.json", encoding="utf-8") as f:
             hf_config = json.load(f)

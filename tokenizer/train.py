@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, replace
@@ -36,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from data.stage import clear_marker, mark_complete, remove_temporaries, write_text_atomic
+from data.stage import mark_complete, start_work_dir, write_text_atomic
 from tokenizer.config import TokenizerConfig
 from tokenizer.memory import check_sample_fits
 from tokenizer.morph import POLICIES, MorphemeMarker, apply_policy, strip_markers
@@ -424,12 +423,7 @@ def train_tokenizer(
     # uncompressed columns) bounds its text from above
     memory = check_sample_fits(min(sample_size or estimated, estimated), cfg.memory_budget)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    clear_marker(out)
-    remove_temporaries(out)
-    for stale in out.glob(f"{_WORK_PREFIX}*"):  # work directory of a killed run
-        shutil.rmtree(stale, ignore_errors=True)
-    work = Path(tempfile.mkdtemp(prefix=_WORK_PREFIX, dir=out))
+    work = start_work_dir(out, _WORK_PREFIX)
     try:
         t = time.perf_counter()
         drawn = draw_and_mark(
@@ -569,10 +563,7 @@ def train_tokenizer(
 
 def _save_plain(plain: Tokenizer, out: Path, report: dict) -> None:
     """The comparison BPE as a complete Hugging Face directory, marked like ours."""
-    out.mkdir(parents=True, exist_ok=True)
-    clear_marker(out)
-    remove_temporaries(out)
-    staged = Path(tempfile.mkdtemp(prefix=_WORK_PREFIX, dir=out))
+    staged = start_work_dir(out, _WORK_PREFIX)
     try:
         save_hf(plain, staged)
         files = sorted(p.name for p in staged.iterdir())

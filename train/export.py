@@ -46,6 +46,7 @@ import torch
 from safetensors.torch import save_file
 
 from model import GPTNeoX, ModelConfig
+from model.hf_io import parse_size
 from train import checkpoint as ckpt
 from train.parallel import COLUMN, ROW
 
@@ -335,16 +336,6 @@ def hf_model(c: Checkpoint, device: str = "cpu", dtype: torch.dtype = torch.floa
 
 
 # -- writing ----------------------------------------------------------------------------------
-
-
-def parse_size(text: str) -> int:
-    """'2GB', '500MB', '123' (bytes) -> bytes (decimal units, as transformers' max_shard_size)."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]i?B)?\s*", text, flags=re.IGNORECASE)
-    if not m:
-        raise ValueError(f"{text!r}: expected a size such as 2GB, 500MB or a number of bytes")
-    unit = (m.group(2) or "B").upper()
-    scale = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}[unit]
-    return int(float(m.group(1)) * scale)
 
 
 def plan_shards(shapes: dict[str, torch.Size], dtype: torch.dtype, max_shard_bytes: int) -> list[list[str]]:
