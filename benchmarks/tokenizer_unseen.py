@@ -32,15 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data.clean import (  # noqa: E402
-    CleanConfig,
-    fix_unicode,
-    html_to_text,
-    mask_pii,
-    normalize_whitespace,
-    shorten_repeats,
-    strip_markup,
-)
+from data.testing import clean_document  # noqa: E402
 from tokenizer.config import TokenizerConfig  # noqa: E402
 from tokenizer.train import BYTES_TARGET, CROSS_TARGET, train_tokenizer  # noqa: E402
 
@@ -48,22 +40,11 @@ RAW = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "raw"
 HELP = ("gimp_help_ko", "libreoffice_help_ko", "debian_faq_ko")
 TUNE = ("movies_a",)
 REPORT = ("movies_b", "law", "help")
-_CLEAN = CleanConfig()
 
 
 def _u(seed: int, key: str) -> float:
     digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def _clean(text: str) -> str:
-    """The cleaner's per-document steps (its filters and dedup only drop documents)."""
-    text = fix_unicode(text, _CLEAN.unicode)
-    text = html_to_text(text, _CLEAN.html)
-    text = strip_markup(text, _CLEAN.markup)
-    text = normalize_whitespace(text, _CLEAN.whitespace)
-    text = shorten_repeats(text, _CLEAN.repeats)
-    return mask_pii(text, _CLEAN.pii)[0]
 
 
 def _records(source: str):
@@ -83,7 +64,7 @@ def build_splits(work: Path, train_reviews: int, seed: int) -> dict[str, Path]:
     work.mkdir(parents=True, exist_ok=True)
     parts: dict[str, list[tuple[float, str]]] = {"train": [], "movies_a": [], "movies_b": []}
     for rec in _records("nsmc_reviews"):
-        text = _clean(rec["text"])
+        text = clean_document(rec["text"])
         if not text:
             continue
         movie = _u(seed, "movie:" + rec["movie_id"])
@@ -95,9 +76,9 @@ def build_splits(work: Path, train_reviews: int, seed: int) -> dict[str, Path]:
         docs = [t for _, t in keyed]
         files[name] = _write(docs[:train_reviews] if name == "train" else docs, work / f"{name}.jsonl")
     files["law"] = _write(
-        [d for r in _records("ko_law_bills") if (d := _clean(r["text"]))], work / "law.jsonl"
+        [d for r in _records("ko_law_bills") if (d := clean_document(r["text"]))], work / "law.jsonl"
     )
-    help_docs = [d for s in HELP for r in _records(s) if (d := _clean(r["text"]))]
+    help_docs = [d for s in HELP for r in _records(s) if (d := clean_document(r["text"]))]
     help_docs.sort(key=lambda d: _u(seed, "help:" + d))  # the eval reads the first 2 MB: all three sources
     files["help"] = _write(help_docs, work / "help.jsonl")
     return files

@@ -115,3 +115,25 @@ def train_on_windows(model, data, steps: int, opt, seed: int = 0, sched=None, ba
         if sched is not None:
             sched.step()
     return model
+
+
+def clean_document(text: str) -> str:
+    """The cleaner's per-document steps with the default settings, for tests and benchmarks that
+    need cleaned text without running `koneox clean` (its filters and dedup only drop documents)."""
+    from data.clean import (
+        CleanConfig,
+        fix_unicode,
+        html_to_text,
+        mask_pii,
+        normalize_whitespace,
+        shorten_repeats,
+        strip_markup,
+    )
+
+    cfg = CleanConfig()
+    text = fix_unicode(text, cfg.unicode)
+    text = html_to_text(text, cfg.html)
+    text = strip_markup(text, cfg.markup)
+    text = normalize_whitespace(text, cfg.whitespace)
+    text = shorten_repeats(text, cfg.repeats)
+    return mask_pii(text, cfg.pii)[0]

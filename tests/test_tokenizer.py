@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from data.testing import clean_document
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 RAW = SHARED / "corpus" / "raw"
 SOURCES = ["nsmc_reviews", "gimp_help_ko", "libreoffice_help_ko", "debian_faq_ko", "ko_law_bills"]
@@ -37,33 +39,12 @@ def _raw_docs(source: str, limit: int | None = None) -> list[str]:
     return docs
 
 
-def _clean_one(text: str) -> str:
-    """The cleaner's per-document steps (no filters or dedup: those only remove documents)."""
-    from data.clean import (
-        CleanConfig,
-        fix_unicode,
-        html_to_text,
-        mask_pii,
-        normalize_whitespace,
-        shorten_repeats,
-        strip_markup,
-    )
-
-    cfg = CleanConfig()
-    text = fix_unicode(text, cfg.unicode)
-    text = html_to_text(text, cfg.html)
-    text = strip_markup(text, cfg.markup)
-    text = normalize_whitespace(text, cfg.whitespace)
-    text = shorten_repeats(text, cfg.repeats)
-    return mask_pii(text, cfg.pii)[0]
-
-
 @pytest.fixture(scope="module")
 def cleaned() -> list[str]:
     """Every document of the shared corpus after cleaning, in source order."""
     raw = [doc for source in SOURCES for doc in _raw_docs(source)]
     with mp.get_context("fork").Pool(2) as pool:
-        docs = pool.map(_clean_one, raw, chunksize=2000)
+        docs = pool.map(clean_document, raw, chunksize=2000)
     return [d for d in docs if d]
 
 
