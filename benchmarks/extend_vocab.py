@@ -48,15 +48,11 @@ def train_english_base(tok_dir: Path, texts: list[str], out: Path, steps: int, s
     import torch
     from tokenizers import Tokenizer
 
-    from data.testing import train_on_windows
+    from data.testing import token_stream, train_on_windows
     from model import GPTNeoX, ModelConfig
 
     tok = Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
-    eos = tok.token_to_id("<|endoftext|>")
-    stream: list[int] = []
-    for enc in tok.encode_batch(texts, add_special_tokens=False):
-        stream += [*enc.ids, eos]
-    data = torch.tensor(stream)
+    data = token_stream(tok_dir, texts)
     torch.manual_seed(seed)
     model = GPTNeoX(ModelConfig.from_name("tiny", num_layers=2, vocab_size=tok.get_vocab_size(),
                                           max_position_embeddings=256))

@@ -137,3 +137,17 @@ def clean_document(text: str) -> str:
     text = normalize_whitespace(text, cfg.whitespace)
     text = shorten_repeats(text, cfg.repeats)
     return mask_pii(text, cfg.pii)[0]
+
+
+def token_stream(tokenizer_dir: str | os.PathLike, texts: Sequence[str]):
+    """``texts`` encoded with the tokenizer in ``tokenizer_dir``, each followed by
+    ``<|endoftext|>``, as one 1-D tensor (how packing lays documents out)."""
+    import torch
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(Path(tokenizer_dir) / "tokenizer.json"))
+    eos = tok.token_to_id(EOS)
+    stream: list[int] = []
+    for enc in tok.encode_batch(list(texts), add_special_tokens=False):
+        stream += [*enc.ids, eos]
+    return torch.tensor(stream)

@@ -22,6 +22,7 @@ import torch
 from data.testing import (
     english_help_paragraphs,
     read_texts,
+    token_stream,
     train_on_windows,
     train_tiny_tokenizer,
     write_jsonl_gz,
@@ -68,11 +69,7 @@ def train_base_model(tokenizer_dir: Path, texts: list[str], out: Path, steps: in
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
-    eos = tok.token_to_id("<|endoftext|>")
-    stream = []
-    for enc in tok.encode_batch(texts, add_special_tokens=False):
-        stream += [*enc.ids, eos]
-    data = torch.tensor(stream)
+    data = token_stream(tokenizer_dir, texts)
     model = GPTNeoX(ModelConfig.from_name("tiny", num_layers=2, vocab_size=tok.get_vocab_size(),
                                           max_position_embeddings=256))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)

@@ -23,6 +23,7 @@ from data.testing import (
     corpus_dir,
     english_help_paragraphs,
     read_texts,
+    token_stream,
     train_on_windows,
     train_tiny_tokenizer,
     write_jsonl_gz,
@@ -40,17 +41,6 @@ pytestmark = [
     pytest.mark.skipif(not (RAW / "libreoffice_help_ko.jsonl.gz").exists(),
                        reason=f"shared corpus not found at {RAW} (the test needs its English and Korean text)"),
 ]
-
-
-def token_stream(tok_dir: Path, texts: list[str]) -> torch.Tensor:
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
-    eos = tok.token_to_id("<|endoftext|>")
-    stream: list[int] = []
-    for enc in tok.encode_batch(texts, add_special_tokens=False):
-        stream += [*enc.ids, eos]
-    return torch.tensor(stream)
 
 
 def train(model: GPTNeoX, data: torch.Tensor, steps: int, lr: float, params: list[torch.nn.Parameter],
