@@ -32,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def dry_run(cfg: Config) -> None:
+def dry_run(cfg: Config, trainable: int, total: int) -> None:
     from train.ds_config import deepspeed_config
     from train.memory import deepspeed_optimizer, estimate
     from train.plan import FS_WRITE_GBPS, checkpoint_bytes, save_seconds, signal_lead_seconds
@@ -56,6 +56,11 @@ def dry_run(cfg: Config) -> None:
     print(f"batch        {micro} micro x {accum} accumulation x {dp} data-parallel = {glob} sequences "
           f"x {cfg.data.seq_len} tokens = {glob * cfg.data.seq_len:,} tokens per step")
     print(f"parameters per GPU  {mem['params_per_gpu']:,.0f}; DeepSpeed optimizer {deepspeed_optimizer(cfg)}")
+    t = cfg.train
+    if trainable < total or t.freeze_embedding_rows_below:
+        rows = (f"; input-embedding rows below {t.freeze_embedding_rows_below} frozen"
+                if t.freeze_embedding_rows_below else "")
+        print(f"trainable    {trainable:,} of {total:,} parameters ({', '.join(t.trainable)}){rows}")
     print("memory per GPU (estimate, GiB): " + ", ".join(
         f"{k.removesuffix('_gib')} {v:.1f}" for k, v in mem.items() if k.endswith("_gib")))
     print(f"checkpoint   {ckpt['total'] / 1e9:.1f} GB in all, {ckpt['per_node'] / 1e9:.1f} GB from the busiest of "
@@ -69,12 +74,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
+        explicit = {o.partition("=")[0].strip() for o in args.overrides} | _yaml_keys(args.config)
         if args.dry_run:
-            dry_run(cfg)
+            from train.trainer import check_freezing, check_init_from, check_resumable
+
+            check_init_from(cfg, explicit)  # the shape (and freezing 'auto') of model.init_from
+            _, trainable, total = check_freezing(cfg)
+            check_resumable(cfg)
+            dry_run(cfg, trainable, total)
             return 0
         from train.trainer import Trainer
 
-        explicit = {o.partition("=")[0].strip() for o in args.overrides} | _yaml_keys(args.config)
         trainer = Trainer(cfg, explicit_keys=explicit)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)

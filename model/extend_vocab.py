@@ -118,6 +118,16 @@ def extend_rows(
     return out
 
 
+def recorded_extension(model_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The ``koneox_vocab_extension`` record in ``model_dir``'s config.json (written by
+    ``extend_vocab`` and carried on by ``koneox export``), or None."""
+    cfg = Path(model_dir) / "config.json"
+    if not cfg.is_file():
+        return None
+    record = json.loads(cfg.read_text(encoding="utf-8")).get(CONFIG_KEY)
+    return record if isinstance(record, dict) else None
+
+
 def _padded(n: int, multiple: int) -> int:
     return math.ceil(n / multiple) * multiple
 

@@ -313,3 +313,53 @@ def _tokenizer(data: dict):
     from tokenizers import Tokenizer
 
     return Tokenizer.from_str(json.dumps(data))
+
+
+def test_the_shipped_stage_configs_chain_from_extend_vocab_to_all_parameters(world, extended, tmp_path):
+    """configs/extend/stage{1,2,3}.yaml run as the README chains them, each stage starting from the
+    previous stage's `koneox export`: the real trainer and exporter, the shipped keys
+    (``freeze_embedding_rows_below: auto`` included), only the scale shrunk. Stage 1 moves only
+    the new input rows, stage 2 also the output head, stage 3 everything; the old input rows stay
+    bit-identical through stages 1 and 2, and the extension record reaches every export."""
+    import yaml
+    from safetensors.torch import load_file
+    from test_train import launch
+
+    from data.pack import pack
+
+    ext_dir = extended["mean"][0]
+    record = json.loads((ext_dir / "config.json").read_text())[CONFIG_KEY]
+    k = record["old_vocab_size"]
+    src = write_jsonl_gz(world["ko_train"][:600], tmp_path / "ko_train.jsonl.gz")
+    pack([str(src)], str(ext_dir), str(tmp_path / "ko_packed"), progress=False)
+
+    def weights(d: Path) -> dict[str, torch.Tensor]:
+        return {n: t for f in sorted(d.glob("*.safetensors")) for n, t in load_file(str(f)).items()}
+
+    start, prev = weights(ext_dir), ext_dir
+    stages = {}
+    for s in (1, 2, 3):
+        run = tmp_path / f"stage{s}"
+        out = launch(1, [f"model.init_from={prev}", f"train.run_dir={run}", f"data.train_paths=[{tmp_path / 'ko_packed'}]",
+                         "data.seq_len=64", "data.split=[1.0, 0.0, 0.0]", "train.micro_batch_size=2",
+                         "train.global_batch_size=4", "train.train_steps=3", "train.warmup_steps=1",
+                         "train.save_interval=3", "train.eval_interval=0", "train.precision=fp32",
+                         "logging.wandb.mode=disabled"], config=f"extend/stage{s}.yaml")
+        assert "resumed" not in out
+        assert main(["export", str(run), "--out", str(tmp_path / f"stage{s}-hf")]) == 0
+        prev = tmp_path / f"stage{s}-hf"
+        assert json.loads((prev / "config.json").read_text())[CONFIG_KEY] == record
+        assert yaml.safe_load((run / "config.yaml").read_text())["train"]["freeze_embedding_rows_below"] == \
+            (k if s < 3 else 0)
+        stages[s] = weights(prev)
+
+    embed_in, embed_out = "gpt_neox.embed_in.weight", "embed_out.weight"
+    body = [n for n in start if n not in (embed_in, embed_out)]
+    for s in (1, 2):
+        assert torch.equal(stages[s][embed_in][:k], start[embed_in][:k]), s
+        assert all(torch.equal(stages[s][n], start[n]) for n in body), s
+    assert not torch.equal(stages[1][embed_in][k:], start[embed_in][k:])
+    assert torch.equal(stages[1][embed_out], start[embed_out])
+    assert not torch.equal(stages[2][embed_out], stages[1][embed_out])
+    assert not torch.equal(stages[3][embed_in][:k], start[embed_in][:k])
+    assert all(not torch.equal(stages[3][n], stages[2][n]) for n in body if n.endswith("dense.weight"))

@@ -183,3 +183,57 @@ def test_stage_configs_train_embeddings_then_everything(base):
     lrs = [load_config(f"extend/stage{s}.yaml").train.lr for s in (1, 2, 3)]
     assert lrs == sorted(lrs, reverse=True)
     assert load_config("extend/stage2.yaml").model.init_from.startswith("runs/extend/stage1")
+
+
+def test_freeze_rows_auto_reads_the_extension_record(base, tmp_path):
+    """``freeze_embedding_rows_below: auto`` takes the first new id from model.init_from's
+    extend-vocab record, and says what is missing when there is none."""
+    import json
+
+    from model.extend_vocab import CONFIG_KEY
+    from train.trainer import Trainer
+
+    with pytest.raises(ConfigError, match=r"'auto' reads the first new token id from model.init_from .* not set"):
+        load_config("tiny.yaml", ["train.trainable=[embed_in]", "train.freeze_embedding_rows_below=auto"])
+    with pytest.raises(ConfigError, match=r"expected an integer or 'auto', got str 'most'"):
+        load_config("tiny.yaml", ["train.freeze_embedding_rows_below=most"])
+    with pytest.raises(ConfigError, match=rf"'auto', but {base}/config.json has no {CONFIG_KEY} record"):
+        Trainer(load_config("extend/stage1.yaml", [f"model.init_from={base}"]))
+
+    extended = tmp_path / "extended"
+    shutil.copytree(base, extended)
+    hf = json.loads((extended / "config.json").read_text())
+    (extended / "config.json").write_text(json.dumps({**hf, CONFIG_KEY: {"old_vocab_size": K}}))
+    for stage in (1, 2):
+        cfg = load_config(f"extend/stage{stage}.yaml", [f"model.init_from={extended}"])
+        assert cfg.train.freeze_embedding_rows_below == "auto"
+        Trainer(cfg)
+        assert cfg.train.freeze_embedding_rows_below == K
+
+
+def test_dry_run_and_resume_check_freezing_before_any_rank_starts(base, tmp_path, capsys):
+    """``--dry-run`` validates the trainable patterns against the init_from model and prints what
+    trains; resuming with other freezing is a config error (exit 2), not a traceback from ranks."""
+    import subprocess
+    import sys
+
+    from launch.train import main as train_main
+
+    common = [f"model.init_from={base}", f"train.run_dir={tmp_path}"]
+    assert train_main(["--config", "tiny.yaml", "--dry-run", *common, "train.trainable=[embed_in]",
+                       f"train.freeze_embedding_rows_below={K}"]) == 0
+    out = capsys.readouterr().out
+    assert f"trainable    {64 * 4096:,} of " in out and f"rows below {K} frozen" in out
+    assert "vocab 4096" in out  # the shape came from model.init_from, not tiny.yaml's 30,080 rows
+    assert train_main(["--config", "tiny.yaml", "--dry-run", *common, "train.trainable=[embedin]"]) == 2
+    assert "config error: train.trainable: 'embedin' matches no parameter" in capsys.readouterr().err
+
+    tag = tmp_path / "checkpoints" / ckpt.tag_for(2)
+    tag.mkdir(parents=True)
+    (tag / ckpt.META).write_text('{"config": {"train": {"trainable": ["embed_in"], "freeze_embedding_rows_below": 7}}}')
+    ckpt.write_latest(tmp_path / "checkpoints", ckpt.tag_for(2))
+    proc = subprocess.run([sys.executable, "launch/train.py", "--config", "tiny.yaml", *common],
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "config error: train.trainable: ['all'] differs from ['embed_in'] in the checkpoint" in proc.stderr
+    assert "Traceback" not in proc.stderr

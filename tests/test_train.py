@@ -47,14 +47,14 @@ def overrides(run_dir: Path, packed: str, **extra) -> list[str]:
     return [f"{k}={v}" for k, v in base.items()]
 
 
-def launch(nproc: int, args: list[str], timeout: int = 600, wait: bool = True):
+def launch(nproc: int, args: list[str], timeout: int = 600, wait: bool = True, config: str = "tiny.yaml"):
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     if nproc == 1:
-        cmd = [sys.executable, "launch/train.py", "--config", "tiny.yaml", *args]
+        cmd = [sys.executable, "launch/train.py", "--config", config, *args]
     else:
         port = free_port()
         cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(nproc),
-               "--master_port", str(port), "launch/train.py", "--config", "tiny.yaml", *args]
+               "--master_port", str(port), "launch/train.py", "--config", config, *args]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     if not wait:

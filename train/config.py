@@ -93,10 +93,12 @@ class TrainConfig:
     ``embed_out.weight``): a pattern matches a name it is a substring of (``embed_in``) or a glob
     over it (``*.attention.*``); ``all`` = every parameter. A pattern matching nothing is an error.
     The others are frozen: no gradient, left out of the optimizer, bit-identical after training."""
-    freeze_embedding_rows_below: int = 0
+    freeze_embedding_rows_below: int | Literal["auto"] = 0
     """Input-embedding rows below this token id get no update and stay bit-identical: the old
-    vocabulary after a vocabulary extension, so only the new rows learn (0 = off). embed_in must
-    be trainable, and is then not weight-decayed (decoupled decay would shrink the frozen rows)."""
+    vocabulary after a vocabulary extension, so only the new rows learn (0 = off). 'auto' = the
+    first new id that ``koneox extend-vocab`` recorded in model.init_from's config.json (kept by
+    ``koneox export``, so a later stage's export still carries it). embed_in must be trainable,
+    and is then not weight-decayed (decoupled decay would shrink the frozen rows)."""
 
 
 @dataclass
@@ -203,7 +205,11 @@ class Config:
             fail("train.grad_accum" if t.grad_accum < 0 else "train.global_batch_size", "must be >= 0")
         if not t.trainable:
             fail("train.trainable", "is empty; list parameter-name patterns, or [all]")
-        if t.freeze_embedding_rows_below < 0:
+        if t.freeze_embedding_rows_below == "auto" and not m.init_from:
+            fail("train.freeze_embedding_rows_below",
+                 "'auto' reads the first new token id from model.init_from (a koneox extend-vocab output or "
+                 "an export of a run started from one), and model.init_from is not set")
+        if t.freeze_embedding_rows_below != "auto" and t.freeze_embedding_rows_below < 0:
             fail("train.freeze_embedding_rows_below", f"must be >= 0, got {t.freeze_embedding_rows_below}")
         if t.freeze_embedding_rows_below and p.zero_stage == 3:
             fail("train.freeze_embedding_rows_below",

@@ -413,6 +413,10 @@ def export(
     hf = cfg.to_hf_dict()
     hf_dtype = str(torch_dtype).removeprefix("torch.")
     hf["torch_dtype"] = hf["dtype"] = hf_dtype  # transformers 4 reads torch_dtype, 5 reads dtype
+    if c.meta.get("vocab_extension"):  # a run started from an extend-vocab output: keep its record
+        from model.extend_vocab import CONFIG_KEY
+
+        hf[CONFIG_KEY] = c.meta["vocab_extension"]
     (out / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
     pad = _tokenizer_ids(tok).get("pad_token_id", cfg.eos_token_id) if tok is not None else cfg.eos_token_id
     GenerationConfig(bos_token_id=cfg.bos_token_id, eos_token_id=cfg.eos_token_id,

@@ -162,6 +162,19 @@ def check_same_freezing(saved: dict[str, Any], t: TrainConfig, where: Path) -> N
                               "with model.init_from set to an export of it")
 
 
+def check_resumable(cfg: Config) -> None:
+    """Refuse, before any distributed work, to resume ``cfg.run_dir`` with other freezing than its
+    latest checkpoint was saved with (``check_same_freezing``). A damaged ``latest`` pointer is
+    left for ``Trainer._resume`` to report."""
+    ckpt_dir = cfg.run_dir / "checkpoints"
+    try:
+        tag = ckpt.latest_tag(ckpt_dir)
+    except FileNotFoundError:
+        return
+    if tag is not None:
+        check_same_freezing(ckpt.read_meta(ckpt_dir / tag)["config"]["train"], cfg.train, ckpt_dir / tag)
+
+
 def param_groups(model: GPTNeoX, weight_decay: float, rows_below: int) -> list[dict[str, Any]]:
     """AdamW groups over the trainable parameters only, so no decay or moment touches a frozen
     one. Without weight decay: biases, LayerNorms, and embed_in while rows of it are frozen.
@@ -214,6 +227,16 @@ def check_init_from(cfg: Config, explicit: set[str]) -> None:
         )
     keep = {k: getattr(cfg.model, k) for k in ("init_from", "activation_checkpointing", "init_seed")}
     cfg.model = ModelConfig(**{**asdict(found), **keep, "name": Path(cfg.model.init_from).name})
+    if cfg.train.freeze_embedding_rows_below == "auto":
+        from model.extend_vocab import CONFIG_KEY, recorded_extension
+
+        record = recorded_extension(cfg.model.init_from)
+        if not record or not isinstance(record.get("old_vocab_size"), int):
+            raise ConfigError(
+                f"train.freeze_embedding_rows_below: 'auto', but {Path(cfg.model.init_from) / 'config.json'} has "
+                f"no {CONFIG_KEY} record (written by koneox extend-vocab, kept by koneox export); set the first "
+                "new token id as a number instead")
+        cfg.train.freeze_embedding_rows_below = record["old_vocab_size"]
     # Continued pretraining keeps the checkpoint's tokenizer unless another one is named.
     if not cfg.tokenizer.path and (Path(cfg.model.init_from) / "tokenizer.json").is_file():
         cfg.tokenizer.path = cfg.model.init_from
@@ -227,6 +250,14 @@ class Trainer:
         self.cfg = cfg
         check_init_from(cfg, explicit_keys or set())
         self.trainable, self.num_trainable, self.num_params = check_freezing(cfg)
+        check_resumable(cfg)
+        # Carried into every checkpoint's metadata, so that `koneox export` writes it to config.json
+        # and the next stage can say freeze_embedding_rows_below: auto.
+        self.vocab_extension = None
+        if cfg.model.init_from:
+            from model.extend_vocab import recorded_extension
+
+            self.vocab_extension = recorded_extension(cfg.model.init_from)
         self.state = TrainState()
         self.stop_signal = 0
         self._inject = _injections()
@@ -462,6 +493,7 @@ class Trainer:
             "data": self.train_loader.state_dict(),
             "config": self.cfg.to_dict(),
             "tokenizer": self.cfg.tokenizer.path,
+            "vocab_extension": self.vocab_extension,
             "world_size": self.world_size,
             "tensor_parallel": self.cfg.parallel.tensor_parallel,
         }
