@@ -411,7 +411,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"text without Hangul: {e['changed']} of {e['documents']} documents changed ids ({', '.join(e['source'])})",
         f"init: {report['init']['init']} (input rows {report['init']['input_rows']}, output rows "
         f"{report['init']['output_rows']}); train only the new rows with "
-        f"train.freeze_embedding_rows_below={t['first_new_id']}",
+        f"train.freeze_embedding_rows_below={t['first_new_id']} (or auto)",
     ]
     for name, f in report["fertility"].items():
         b, a, s = f["before"], f["after"], f["source_tokenizer"]

@@ -320,7 +320,8 @@ def test_the_shipped_stage_configs_chain_from_extend_vocab_to_all_parameters(wor
     previous stage's `koneox export`: the real trainer and exporter, the shipped keys
     (``freeze_embedding_rows_below: auto`` included), only the scale shrunk. Stage 1 moves only
     the new input rows, stage 2 also the output head, stage 3 everything; the old input rows stay
-    bit-identical through stages 1 and 2, and the extension record reaches every export."""
+    bit-identical through stages 1 and 2, and the extension record reaches every export. Last, the
+    README's step 3: a chat vector on the stage-3 export with ``--embedding-rows matched``."""
     import yaml
     from safetensors.torch import load_file
     from test_train import launch
@@ -363,3 +364,23 @@ def test_the_shipped_stage_configs_chain_from_extend_vocab_to_all_parameters(wor
     assert not torch.equal(stages[2][embed_out], stages[1][embed_out])
     assert not torch.equal(stages[3][embed_in][:k], start[embed_in][:k])
     assert all(not torch.equal(stages[3][n], stages[2][n]) for n in body if n.endswith("dense.weight"))
+
+    # Then a chat vector from the English base and a "chat" model of it (the base, nudged): with
+    # --embedding-rows matched, the old tokens' rows (ids kept by extend-vocab) get the vector and
+    # the Korean rows and padding keep stage 3's values.
+    from safetensors.torch import save_file
+
+    import model.chat_vector as cv
+
+    chat = tmp_path / "base-chat"
+    shutil.copytree(world["base"], chat)
+    base_w = load_file(str(world["base"] / "model.safetensors"))
+    gen = torch.Generator().manual_seed(0)
+    chat_w = {n: t + 0.01 * torch.randn(t.shape, generator=gen) for n, t in base_w.items()}
+    save_file(chat_w, str(chat / "model.safetensors"), metadata={"format": "pt"})
+    cv.merge(world["base"], chat, prev, tmp_path / "stage3-chat", embeddings="matched", log=str)
+    merged = weights(tmp_path / "stage3-chat")
+    for name in (embed_in, embed_out):
+        assert torch.allclose(merged[name][:k], stages[3][name][:k] + chat_w[name][:k] - base_w[name][:k], atol=1e-6)
+        assert torch.equal(merged[name][k:], stages[3][name][k:]), name
+    assert torch.allclose(merged[body[0]], stages[3][body[0]] + chat_w[body[0]] - base_w[body[0]], atol=1e-6)
