@@ -286,27 +286,42 @@ def test_transformers_and_the_trainer_load_the_output(world, extended):
     assert list(first[:-1]) == tok(world["ko_held"][0])["input_ids"]
 
 
-def test_llama_style_model(world, tmp_path):
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_llama_style_model(world, tmp_path, tied):
+    """Another architecture through transformers: the embedding surgery by tensor name, and with
+    tied embeddings one matrix (the input rule), which the loaded model uses as its LM head."""
     from safetensors.torch import load_file
-    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     base = tmp_path / "llama"
     torch.manual_seed(0)
     LlamaForCausalLM(LlamaConfig(vocab_size=1536, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                 num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=False)
+                                 num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=tied)
                      ).save_pretrained(str(base))
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy2(world["base"] / name, base / name)
     report = extend_vocab(base, world["ko_tok"], tmp_path / "out", num_new=500)
     t = report["tokens"]
-    assert report["layout"]["input"] == "model.embed_tokens.weight" and not report["layout"]["tied"]
+    assert report["layout"]["input"] == "model.embed_tokens.weight" and report["layout"]["tied"] == tied
     old, new = load_file(str(base / "model.safetensors")), load_file(str(tmp_path / "out" / "model.safetensors"))
-    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+    names = ["model.embed_tokens.weight"] if tied else ["model.embed_tokens.weight", "lm_head.weight"]
+    assert ("lm_head.weight" in new) == (not tied)
+    for name in names:
         assert new[name].shape[0] == t["rows"] == 2048
         assert torch.equal(new[name][: t["first_new_id"]], old[name][: t["first_new_id"]])
     assert torch.equal(new["model.layers.0.mlp.up_proj.weight"], old["model.layers.0.mlp.up_proj.weight"])
+    emb = new["model.embed_tokens.weight"]
+    tok = AutoTokenizer.from_pretrained(str(tmp_path / "out"))
+    word = next(w for w in ("영화", "정말", "배우") if len(tok(w)["input_ids"]) == 1)
+    new_id = tok(word)["input_ids"][0]
+    pieces = AutoTokenizer.from_pretrained(str(base))(word)["input_ids"]
+    assert new_id >= t["first_new_id"] and len(pieces) > 1
+    assert torch.equal(emb[new_id], old["model.embed_tokens.weight"][pieces].float().mean(0).to(emb.dtype))
     model = AutoModelForCausalLM.from_pretrained(str(tmp_path / "out"))
     assert model.get_input_embeddings().weight.shape[0] == 2048
+    assert (model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()) == tied
+    record = json.loads((tmp_path / "out" / "config.json").read_text())[CONFIG_KEY]
+    assert ("tied" in record["output_rows"]) == tied
 
 
 def _tokenizer(data: dict):
