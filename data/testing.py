@@ -117,6 +117,33 @@ def train_on_windows(model, data, steps: int, opt, seed: int = 0, sched=None, ba
     return model
 
 
+def train_small_model(tokenizer_dir: str | os.PathLike, texts: Sequence[str], out: str | os.PathLike, steps: int,
+                      seed: int = 0, warmup: int = 0) -> Path:
+    """A 2-layer ``tiny`` GPT-NeoX (hidden 128, 256 positions) trained on ``texts`` with the
+    tokenizer in ``tokenizer_dir`` (plain AdamW, lr 3e-3 after ``warmup`` linear steps, no weight
+    decay, 16 x 128 tokens a step), saved with that tokenizer as a Hugging Face directory: the
+    stand-in for an existing model in the extend-vocab tests, benchmark and demo."""
+    import shutil
+
+    import torch
+    from tokenizers import Tokenizer
+
+    from model import GPTNeoX, ModelConfig
+
+    tokenizer_dir, out = Path(tokenizer_dir), Path(out)
+    vocab = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json")).get_vocab_size()
+    data = token_stream(tokenizer_dir, texts)
+    torch.manual_seed(seed)
+    model = GPTNeoX(ModelConfig.from_name("tiny", num_layers=2, vocab_size=vocab, max_position_embeddings=256))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup)) if warmup else None
+    train_on_windows(model, data, steps, opt, seed=seed, sched=sched)
+    model.save_pretrained(str(out))
+    for f in tokenizer_dir.iterdir():
+        shutil.copy2(f, out / f.name)
+    return out
+
+
 def clean_document(text: str) -> str:
     """The cleaner's per-document steps with the default settings, for tests and benchmarks that
     need cleaned text without running `koneox clean` (its filters and dedup only drop documents)."""

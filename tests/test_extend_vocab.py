@@ -22,13 +22,12 @@ import torch
 from data.testing import (
     english_help_paragraphs,
     read_texts,
-    token_stream,
-    train_on_windows,
+    train_small_model,
     train_tiny_tokenizer,
     write_jsonl_gz,
 )
 from launch.cli import main
-from model import GPTNeoX, ModelConfig
+from model import GPTNeoX
 from model.extend_vocab import CONFIG_KEY, REPORT_NAME, extend_vocab
 from tokenizer.extend import (
     BPE,
@@ -64,22 +63,6 @@ def english_paragraphs(max_bytes: int) -> list[str]:
     return english_help_paragraphs(max_bytes, RAW / "libreoffice_help_ko.jsonl.gz")
 
 
-def train_base_model(tokenizer_dir: Path, texts: list[str], out: Path, steps: int = 80) -> Path:
-    """A 2-layer GPT-NeoX trained on ``texts`` for ``steps`` plain AdamW steps, saved with its tokenizer."""
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
-    data = token_stream(tokenizer_dir, texts)
-    model = GPTNeoX(ModelConfig.from_name("tiny", num_layers=2, vocab_size=tok.get_vocab_size(),
-                                          max_position_embeddings=256))
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-    train_on_windows(model, data, steps, opt, seed=0)
-    model.save_pretrained(str(out))
-    for f in tokenizer_dir.iterdir():
-        shutil.copy2(f, out / f.name)
-    return out
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, one_thread) -> dict:
     root = tmp_path_factory.mktemp("extend")
@@ -90,7 +73,7 @@ def world(tmp_path_factory, one_thread) -> dict:
     train_tiny_tokenizer(en_train, root / "en_tok", vocab_size=EN_VOCAB)
     train_tiny_tokenizer(ko_train, root / "ko_tok", vocab_size=KO_VOCAB)
     mixed = en_train[:400] + ko_train[:4000]
-    base = train_base_model(root / "en_tok", mixed, root / "base")
+    base = train_small_model(root / "en_tok", mixed, root / "base", steps=80)
     return {
         "root": root, "base": base, "ko_tok": root / "ko_tok", "en_held": en_held, "ko_held": ko_held,
         "ko_train": ko_train,

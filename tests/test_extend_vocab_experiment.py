@@ -1,10 +1,14 @@
 """The vocabulary-extension experiment at test scale (``benchmarks/extend_vocab.py`` at full scale,
 through the real trainer): an English model, extended with Korean tokens, then trained on Korean.
 
-The base model sees no Korean: a 1,024-entry byte-level BPE and a 2-layer GPT-NeoX trained only
-on the English paragraphs of the help pages (``data.testing.english_help_paragraphs``). Korean
-tokens come from a 2,000-entry byte-level BPE of NSMC reviews. Held-out pages and reviews are
-never trained on. Stage 1 and all-parameter training are plain AdamW loops here with the
+The base model stands in for an open English model: a 1,024-entry byte-level BPE of the English
+paragraphs of the help pages (``data.testing.english_help_paragraphs``), so Korean falls apart
+into bytes, and a 2-layer GPT-NeoX trained on those paragraphs with 1% of its bytes in Korean
+reviews, as English web data holds a little Korean. (With no Korean at all, the Korean bytes'
+rows carry nothing for a mean to pass on, and mean init started Korean above random init: 4.10
+against 3.79 bits per byte in this test; the benchmark's ``--base-korean 0`` shows the same.)
+Korean tokens come from a 2,000-entry byte-level BPE of other NSMC reviews. Held-out pages and
+reviews are never trained on. Stage 1 and all-parameter training are plain AdamW loops here with the
 trainer's freezing semantics (stage 1: only the input embedding trains and its rows below the old
 vocabulary get no gradient, weight decay 0); the trainer's own freezing is tested in
 test_freeze.py and exercised by the benchmark.
@@ -13,6 +17,7 @@ test_freeze.py and exercised by the benchmark.
 from __future__ import annotations
 
 import json
+import random
 import shutil
 from pathlib import Path
 
@@ -35,6 +40,7 @@ from tokenizer.fertility import fertility
 RAW = corpus_dir() / "raw"
 EN_VOCAB, KO_VOCAB = 1024, 2000
 BASE_STEPS, STAGE_STEPS = 60, 25
+BASE_KOREAN = 0.01
 
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),
@@ -77,16 +83,23 @@ def experiment(tmp_path_factory, one_thread) -> dict:
 
     root = tmp_path_factory.mktemp("extend_experiment")
     english = english_help_paragraphs(300_000)
-    korean = read_texts(RAW / "nsmc_reviews.jsonl.gz", limit=6000)
+    korean = read_texts(RAW / "nsmc_reviews.jsonl.gz", limit=10_000)
     en_train, en_held = english[:-30], english[-30:]
-    ko_train, ko_held = korean[:-200], korean[-200:]
+    ko_train, ko_held = korean[:5800], korean[5800:6000]
+    base_texts, size = list(en_train), 0
+    for text in korean[6000:]:  # 1% of the base model's bytes
+        if size >= BASE_KOREAN * sum(len(t.encode()) for t in en_train):
+            break
+        base_texts.append(text)
+        size += len(text.encode())
+    random.Random(0).shuffle(base_texts)
     files = {"ko": write_jsonl_gz(ko_held, root / "ko.jsonl.gz"), "en": write_jsonl_gz(en_held, root / "en.jsonl.gz")}
     train_tiny_tokenizer(en_train, root / "en_tok", vocab_size=EN_VOCAB)
     train_tiny_tokenizer(ko_train, root / "ko_tok", vocab_size=KO_VOCAB)
 
     torch.manual_seed(0)
     base = GPTNeoX(ModelConfig.from_name("tiny", num_layers=2, vocab_size=EN_VOCAB, max_position_embeddings=256))
-    train(base, token_stream(root / "en_tok", en_train), BASE_STEPS, 3e-3, list(base.parameters()))
+    train(base, token_stream(root / "en_tok", base_texts), BASE_STEPS, 3e-3, list(base.parameters()))
     base_dir = save(base, root / "en_tok", root / "base")
 
     dirs = {"original": base_dir}
@@ -120,9 +133,6 @@ def test_korean_bytes_per_token_at_least_doubles(experiment):
     assert after >= 2 * before, (before, after)
 
 
-@pytest.mark.xfail(strict=True, reason="measured: with a base model that never saw Korean, the mean of the "
-                   "Korean byte pieces' LM-head rows (never targets in English training, so pushed to low "
-                   "logits) starts Korean ABOVE random init at step 0; see the README's table")
 def test_mean_init_starts_korean_lower_than_random(experiment):
     mean, random = experiment["mean"]["ko"], experiment["random"]["ko"]
     assert mean < random, f"Korean bpb at step 0: mean {mean:.4f}, random {random:.4f}"
