@@ -22,7 +22,9 @@
    mean-initialised model on packed Korean reviews, the same ``--stage-steps`` and learning rate:
    - stage 1: ``train.trainable=[embed_in] train.freeze_embedding_rows_below=auto``
      (only the new input rows learn), then ``koneox export``;
-   - stage 2 after stage 1: ``train.trainable=[embed_in, embed_out]`` (same row freeze);
+   - stage 2 after stage 1: ``train.trainable=[embed_in, embed_out]``, the old rows of both frozen
+     (``freeze_output_rows_below=auto`` too, as configs/extend/stage2.yaml), and for comparison
+     with the whole LM head trainable;
    - all parameters from the start (no freezing).
 5. Bits per byte (``train.eval.bpb``) on held-out reviews and held-out English pages (neither
    trained on by any tokenizer or model), and bytes per token (``tokenizer.fertility``).
@@ -185,10 +187,12 @@ def main() -> int:
     if args.stage_steps:
         pack([str(ko_train_file)], str(ext["mean"]), packed, num_proc=1, progress=False)
     freeze = {"train.freeze_embedding_rows_below": "auto"}  # = old_vocab, read from the record
+    both = {"train.trainable": "[embed_in, embed_out]", **freeze}
     stages = [("stage 1 (new input rows)", "stage1", ext["mean"], {"train.trainable": "[embed_in]", **freeze})]
     if args.stage2:
-        stages.append(("stage 2 after stage 1 (+ output head)", "stage2", None,
-                       {"train.trainable": "[embed_in, embed_out]", **freeze}))
+        stages += [("stage 2 after stage 1 (+ new LM-head rows)", "stage2", None,
+                    {**both, "train.freeze_output_rows_below": "auto"}),
+                   ("stage 2 after stage 1 (+ whole LM head)", "stage2-head", None, both)]
     stages.append(("all parameters from the start", "full", ext["mean"], {}))
     for name, tag, start, extra in stages if args.stage_steps else ():
         start = start or root / "stage1-hf"

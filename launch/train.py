@@ -56,11 +56,11 @@ def dry_run(cfg: Config, trainable: int, total: int) -> None:
     print(f"batch        {micro} micro x {accum} accumulation x {dp} data-parallel = {glob} sequences "
           f"x {cfg.data.seq_len} tokens = {glob * cfg.data.seq_len:,} tokens per step")
     print(f"parameters per GPU  {mem['params_per_gpu']:,.0f}; DeepSpeed optimizer {deepspeed_optimizer(cfg)}")
-    t = cfg.train
-    if trainable < total or t.freeze_embedding_rows_below:
-        rows = (f"; input-embedding rows below {t.freeze_embedding_rows_below} frozen"
-                if t.freeze_embedding_rows_below else "")
-        print(f"trainable    {trainable:,} of {total:,} parameters ({', '.join(t.trainable)}){rows}")
+    from train.trainer import describe_frozen_rows
+
+    rows = describe_frozen_rows(cfg.train)
+    if trainable < total or rows:
+        print(f"trainable    {trainable:,} of {total:,} parameters ({', '.join(cfg.train.trainable)}){rows}")
     print("memory per GPU (estimate, GiB): " + ", ".join(
         f"{k.removesuffix('_gib')} {v:.1f}" for k, v in mem.items() if k.endswith("_gib")))
     print(f"checkpoint   {ckpt['total'] / 1e9:.1f} GB in all, {ckpt['per_node'] / 1e9:.1f} GB from the busiest of "

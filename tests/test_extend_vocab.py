@@ -317,7 +317,7 @@ def test_the_shipped_stage_configs_chain_from_extend_vocab_to_all_parameters(wor
     """configs/extend/stage{1,2,3}.yaml run as the README chains them, each stage starting from the
     previous stage's `koneox export`: the real trainer and exporter, the shipped keys
     (``freeze_embedding_rows_below: auto`` included), only the scale shrunk. Stage 1 moves only
-    the new input rows, stage 2 also the output head, stage 3 everything; the old input rows stay
+    the new input rows, stage 2 also the new LM-head rows, stage 3 everything; the old rows stay
     bit-identical through stages 1 and 2, and the extension record reaches every export. Last, the
     README's step 3: a chat vector on the stage-3 export with ``--embedding-rows matched``."""
     import yaml
@@ -348,8 +348,9 @@ def test_the_shipped_stage_configs_chain_from_extend_vocab_to_all_parameters(wor
         assert main(["export", str(run), "--out", str(tmp_path / f"stage{s}-hf")]) == 0
         prev = tmp_path / f"stage{s}-hf"
         assert json.loads((prev / "config.json").read_text())[CONFIG_KEY] == record
-        assert yaml.safe_load((run / "config.yaml").read_text())["train"]["freeze_embedding_rows_below"] == \
-            (k if s < 3 else 0)
+        train = yaml.safe_load((run / "config.yaml").read_text())["train"]
+        assert (train["freeze_embedding_rows_below"], train["freeze_output_rows_below"]) == \
+            {1: (k, 0), 2: (k, k), 3: (0, 0)}[s]
         stages[s] = weights(prev)
 
     embed_in, embed_out = "gpt_neox.embed_in.weight", "embed_out.weight"
@@ -359,7 +360,8 @@ def test_the_shipped_stage_configs_chain_from_extend_vocab_to_all_parameters(wor
         assert all(torch.equal(stages[s][n], start[n]) for n in body), s
     assert not torch.equal(stages[1][embed_in][k:], start[embed_in][k:])
     assert torch.equal(stages[1][embed_out], start[embed_out])
-    assert not torch.equal(stages[2][embed_out], stages[1][embed_out])
+    assert torch.equal(stages[2][embed_out][:k], start[embed_out][:k])  # old tokens' logits: same weights
+    assert not torch.equal(stages[2][embed_out][k:], stages[1][embed_out][k:])
     assert not torch.equal(stages[3][embed_in][:k], start[embed_in][:k])
     assert all(not torch.equal(stages[3][n], stages[2][n]) for n in body if n.endswith("dense.weight"))
 

@@ -25,7 +25,9 @@ from train.export import open_checkpoint
 
 EMBED_IN = "gpt_neox.embed_in.weight"
 K = 2000  # the "old vocabulary": ids below it are frequent BPE pieces of the packed reviews
-FROZEN = {"train.trainable": "[embed_in, embed_out]", "train.freeze_embedding_rows_below": K}
+K_OUT = 1000  # LM-head rows frozen below another id, so that a mask applied to the wrong matrix shows
+FROZEN = {"train.trainable": "[embed_in, embed_out]", "train.freeze_embedding_rows_below": K,
+          "train.freeze_output_rows_below": K_OUT}
 STEPS = 4
 
 
@@ -59,7 +61,7 @@ def start(base) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, packed, base) -> tuple[Path, str]:
-    """One process, embeddings trainable, input rows below K frozen, a checkpoint after step 2
+    """One process, embeddings trainable, input rows below K and LM-head rows below K_OUT frozen, a checkpoint after step 2
     to resume from: (run dir, output)."""
     run = tmp_path_factory.mktemp("frozen_single")
     return run, launch(1, args(run, packed, base, **FROZEN, **{"train.save_interval": 2}))
@@ -75,7 +77,8 @@ def assert_frozen_layout(weights: dict[str, torch.Tensor], start: dict[str, torc
                    for block in start[name].split(value.shape[d], dim=d)), name
     assert torch.equal(weights[EMBED_IN][:K], start[EMBED_IN][:K])
     assert not torch.equal(weights[EMBED_IN][K:], start[EMBED_IN][K:])
-    assert not torch.equal(weights["embed_out.weight"], start["embed_out.weight"])
+    assert torch.equal(weights["embed_out.weight"][:K_OUT], start["embed_out.weight"][:K_OUT])
+    assert not torch.equal(weights["embed_out.weight"][K_OUT:K], start["embed_out.weight"][K_OUT:K])
 
 
 def test_only_the_input_embedding_trains(tmp_path, packed, base, start):
@@ -92,7 +95,7 @@ def test_only_the_input_embedding_trains(tmp_path, packed, base, start):
 
 def test_frozen_rows_stay_bit_identical(reference, start):
     run, out = reference
-    assert f"input-embedding rows below {K} frozen" in out
+    assert f"; rows below {K} of {EMBED_IN} frozen; rows below {K_OUT} of embed_out.weight frozen" in out
     (weights,) = final_weights(run)
     assert_frozen_layout(weights, start)
 
@@ -139,6 +142,9 @@ def test_resume_refuses_other_freezing(tmp_path):
         check_same_freezing(saved, TrainConfig(trainable=["embed_in", "embed_out"]), tmp_path)
     with pytest.raises(ConfigError, match=r"train.trainable: \['all'\] differs"):
         check_same_freezing(saved, TrainConfig(), tmp_path)
+    with pytest.raises(ConfigError, match=r"train.freeze_output_rows_below: 5 differs from 0 in the checkpoint"):
+        check_same_freezing(saved, TrainConfig(trainable=["embed_in", "embed_out"], freeze_embedding_rows_below=K,
+                                               freeze_output_rows_below=5), tmp_path)
 
 
 def test_bad_freezing_configs_are_refused_before_training():
@@ -153,9 +159,14 @@ def test_bad_freezing_configs_are_refused_before_training():
     assert msg.startswith("train.trainable: 'embedout' matches no parameter")
     assert "gpt_neox.layers.N.attention.dense.weight" in msg and "embed_out.weight" in msg
     assert "is not in train.trainable" in refused("train.trainable=[embed_out]", "train.freeze_embedding_rows_below=5")
+    assert refused("train.trainable=[embed_in]", "train.freeze_output_rows_below=5").startswith(
+        "train.freeze_output_rows_below: 5 has no effect: embed_out.weight is not in train.trainable")
     for extra, error in ((["train.freeze_embedding_rows_below=40000"], "rows_below: 40000 exceeds the 30080"),
                          (["train.freeze_embedding_rows_below=5", "parallel.zero_stage=3"], "ZeRO stage 3"),
                          (["train.freeze_embedding_rows_below=5", "train.adam_eps=0"], "train.adam_eps: must be > 0"),
+                         (["train.freeze_output_rows_below=-1"], "train.freeze_output_rows_below: must be >= 0"),
+                         (["train.freeze_output_rows_below=40000"], "40000 exceeds the 30080 LM-head rows"),
+                         (["train.freeze_output_rows_below=5", "parallel.zero_stage=3"], "ZeRO stage 3"),
                          (["train.trainable=[]"], "train.trainable: is empty")):
         with pytest.raises(ConfigError, match=f"command line: .*{error}"):
             load_config("tiny.yaml", extra)
@@ -167,29 +178,45 @@ def test_bad_freezing_configs_are_refused_before_training():
     assert select_trainable(names, ["*.layers.*.weight", "embed_out"]) == {names[2], names[3]}
 
 
-def test_stage_configs_train_embeddings_then_everything(base):
-    """configs/extend/stage{1,2,3}.yaml on the test model (init_from and the old vocabulary set
-    as a user sets them): new input rows, then both embeddings, then every parameter."""
+@pytest.fixture(scope="module")
+def extended(base, tmp_path_factory) -> Path:
+    """The test model with the record ``koneox extend-vocab`` writes (old vocabulary K)."""
+    import json
+
+    from model.extend_vocab import CONFIG_KEY
+
+    path = tmp_path_factory.mktemp("extended") / "model"
+    shutil.copytree(base, path)
+    hf = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**hf, CONFIG_KEY: {"old_vocab_size": K}}))
+    return path
+
+
+def test_stage_configs_train_embeddings_then_everything(base, extended):
+    """configs/extend/stage{1,2,3}.yaml as shipped, on the test model: the new input rows, then the
+    new rows of both embeddings (old rows below K frozen, read from the record: 'auto'), then
+    every parameter."""
     from train.trainer import Trainer
 
-    def trainable(stage: int, *extra: str) -> set[str]:
-        cfg = load_config(f"extend/stage{stage}.yaml", [f"model.init_from={base}", *extra])
+    def trainer(stage: int) -> Trainer:
+        cfg = load_config(f"extend/stage{stage}.yaml", [f"model.init_from={extended}"])
         assert cfg.train.lr > 0 and cfg.run_dir == Path(f"runs/extend/stage{stage}")
-        return Trainer(cfg).trainable
+        return Trainer(cfg)
 
-    assert trainable(1, f"train.freeze_embedding_rows_below={K}") == {EMBED_IN}
-    assert trainable(2, f"train.freeze_embedding_rows_below={K}") == {EMBED_IN, "embed_out.weight"}
-    assert trainable(3) == set(load_file(base / "model.safetensors"))
+    rows = {s: (trainer(s).cfg.train.freeze_embedding_rows_below, trainer(s).cfg.train.freeze_output_rows_below)
+            for s in (1, 2, 3)}
+    assert rows == {1: (K, 0), 2: (K, K), 3: (0, 0)}
+    assert trainer(1).trainable == {EMBED_IN}
+    assert trainer(2).trainable == {EMBED_IN, "embed_out.weight"}
+    assert trainer(3).trainable == set(load_file(base / "model.safetensors"))
     lrs = [load_config(f"extend/stage{s}.yaml").train.lr for s in (1, 2, 3)]
     assert lrs == sorted(lrs, reverse=True)
     assert load_config("extend/stage2.yaml").model.init_from.startswith("runs/extend/stage1")
 
 
-def test_freeze_rows_auto_reads_the_extension_record(base, tmp_path):
-    """``freeze_embedding_rows_below: auto`` takes the first new id from model.init_from's
-    extend-vocab record, and says what is missing when there is none."""
-    import json
-
+def test_freeze_rows_auto_reads_the_extension_record(base, extended):
+    """``auto`` takes the first new id from model.init_from's extend-vocab record, and says what
+    is missing when there is none."""
     from model.extend_vocab import CONFIG_KEY
     from train.trainer import Trainer
 
@@ -197,18 +224,14 @@ def test_freeze_rows_auto_reads_the_extension_record(base, tmp_path):
         load_config("tiny.yaml", ["train.trainable=[embed_in]", "train.freeze_embedding_rows_below=auto"])
     with pytest.raises(ConfigError, match=r"expected an integer or 'auto', got str 'most'"):
         load_config("tiny.yaml", ["train.freeze_embedding_rows_below=most"])
-    with pytest.raises(ConfigError, match=rf"'auto', but {base}/config.json has no {CONFIG_KEY} record"):
+    with pytest.raises(ConfigError, match=rf"embedding_rows_below: 'auto', but {base}/config.json has no {CONFIG_KEY}"):
         Trainer(load_config("extend/stage1.yaml", [f"model.init_from={base}"]))
-
-    extended = tmp_path / "extended"
-    shutil.copytree(base, extended)
-    hf = json.loads((extended / "config.json").read_text())
-    (extended / "config.json").write_text(json.dumps({**hf, CONFIG_KEY: {"old_vocab_size": K}}))
-    for stage in (1, 2):
-        cfg = load_config(f"extend/stage{stage}.yaml", [f"model.init_from={extended}"])
-        assert cfg.train.freeze_embedding_rows_below == "auto"
-        Trainer(cfg)
-        assert cfg.train.freeze_embedding_rows_below == K
+    with pytest.raises(ConfigError, match=rf"output_rows_below: 'auto', but {base}/config.json has no {CONFIG_KEY}"):
+        Trainer(load_config("extend/stage2.yaml", [f"model.init_from={base}", "train.freeze_embedding_rows_below=3"]))
+    cfg = load_config("extend/stage2.yaml", [f"model.init_from={extended}"])
+    assert (cfg.train.freeze_embedding_rows_below, cfg.train.freeze_output_rows_below) == ("auto", "auto")
+    Trainer(cfg)
+    assert (cfg.train.freeze_embedding_rows_below, cfg.train.freeze_output_rows_below) == (K, K)
 
 
 def test_dry_run_and_resume_check_freezing_before_any_rank_starts(base, tmp_path, capsys):
@@ -223,7 +246,7 @@ def test_dry_run_and_resume_check_freezing_before_any_rank_starts(base, tmp_path
     assert train_main(["--config", "tiny.yaml", "--dry-run", *common, "train.trainable=[embed_in]",
                        f"train.freeze_embedding_rows_below={K}"]) == 0
     out = capsys.readouterr().out
-    assert f"trainable    {64 * 4096:,} of " in out and f"rows below {K} frozen" in out
+    assert f"trainable    {64 * 4096:,} of " in out and f"rows below {K} of {EMBED_IN} frozen" in out
     assert "vocab 4096" in out  # the shape came from model.init_from, not tiny.yaml's 30,080 rows
     assert train_main(["--config", "tiny.yaml", "--dry-run", *common, "train.trainable=[embedin]"]) == 2
     assert "config error: train.trainable: 'embedin' matches no parameter" in capsys.readouterr().err

@@ -99,6 +99,14 @@ class TrainConfig:
     first new id that ``koneox extend-vocab`` recorded in model.init_from's config.json (kept by
     ``koneox export``, so a later stage's export still carries it). embed_in must be trainable,
     and is then not weight-decayed (decoupled decay would shrink the frozen rows)."""
+    freeze_output_rows_below: int | Literal["auto"] = 0
+    """The same for the LM head (``embed_out``): rows below this token id stay bit-identical, so
+    the new tokens' output rows learn while the old tokens' logits keep their weights (0 = off;
+    'auto' as above). embed_out must be trainable, and is then not weight-decayed."""
+
+
+ROW_FREEZES = {"freeze_embedding_rows_below": "input-embedding", "freeze_output_rows_below": "LM-head"}
+"""The TrainConfig keys that freeze the rows of an embedding below a token id, and which matrix."""
 
 
 @dataclass
@@ -205,22 +213,22 @@ class Config:
             fail("train.grad_accum" if t.grad_accum < 0 else "train.global_batch_size", "must be >= 0")
         if not t.trainable:
             fail("train.trainable", "is empty; list parameter-name patterns, or [all]")
-        if t.freeze_embedding_rows_below == "auto" and not m.init_from:
-            fail("train.freeze_embedding_rows_below",
-                 "'auto' reads the first new token id from model.init_from (a koneox extend-vocab output or "
-                 "an export of a run started from one), and model.init_from is not set")
-        if t.freeze_embedding_rows_below != "auto" and t.freeze_embedding_rows_below < 0:
-            fail("train.freeze_embedding_rows_below", f"must be >= 0, got {t.freeze_embedding_rows_below}")
-        if t.freeze_embedding_rows_below and p.zero_stage == 3:
-            fail("train.freeze_embedding_rows_below",
-                 "is not supported with ZeRO stage 3 (partitioned parameters); use parallel.zero_stage 1 or 2")
-        if t.freeze_embedding_rows_below and t.adam_eps <= 0:
-            fail("train.adam_eps", "must be > 0 with train.freeze_embedding_rows_below: Adam's update of a "
-                                   "frozen row is 0 / (0 + eps), which needs eps > 0 to be exactly 0")
-        # With model.init_from the vocabulary comes from the checkpoint: the trainer checks it there.
-        if not m.init_from and t.freeze_embedding_rows_below > m.padded_vocab_size:
-            fail("train.freeze_embedding_rows_below",
-                 f"{t.freeze_embedding_rows_below} exceeds the {m.padded_vocab_size} input-embedding rows")
+        for key, what in ROW_FREEZES.items():
+            rows = getattr(t, key)
+            if rows == "auto" and not m.init_from:
+                fail(f"train.{key}", "'auto' reads the first new token id from model.init_from (a koneox extend-vocab "
+                                     "output or an export of a run started from one), and model.init_from is not set")
+            if rows != "auto" and rows < 0:
+                fail(f"train.{key}", f"must be >= 0, got {rows}")
+            if rows and p.zero_stage == 3:
+                fail(f"train.{key}", "is not supported with ZeRO stage 3 (partitioned parameters); use "
+                                     "parallel.zero_stage 1 or 2")
+            if rows and t.adam_eps <= 0:
+                fail("train.adam_eps", f"must be > 0 with train.{key}: Adam's update of a frozen row is "
+                                       "0 / (0 + eps), which needs eps > 0 to be exactly 0")
+            # With model.init_from the vocabulary comes from the checkpoint: the trainer checks it there.
+            if not m.init_from and rows != "auto" and rows > m.padded_vocab_size:
+                fail(f"train.{key}", f"{rows} exceeds the {m.padded_vocab_size} {what} rows")
         if t.min_lr > t.lr:
             fail("train.min_lr", f"{t.min_lr} is above train.lr {t.lr}")
         if self.data.seq_len > m.max_position_embeddings:

@@ -89,6 +89,9 @@ def no_decay(name: str) -> bool:
 
 
 EMBED_IN = "gpt_neox.embed_in.weight"
+EMBED_OUT = "embed_out.weight"
+FROZEN_ROWS = {"freeze_embedding_rows_below": EMBED_IN, "freeze_output_rows_below": EMBED_OUT}
+"""Each row-freezing key of TrainConfig (train.config.ROW_FREEZES) and the parameter it masks."""
 
 
 def select_trainable(names: list[str], patterns: list[str]) -> set[str]:
@@ -109,53 +112,63 @@ def select_trainable(names: list[str], patterns: list[str]) -> set[str]:
 
 
 def check_freezing(cfg: Config) -> tuple[set[str], int, int]:
-    """Validate ``train.trainable`` and ``train.freeze_embedding_rows_below`` against the model's
-    real parameter names and vocabulary (after ``model.init_from`` has set the shape), before any
-    distributed work. Returns (trainable names, trainable count, total count), counted on the
-    whole model (not a tensor-parallel shard)."""
+    """Validate ``train.trainable`` and the row freezes (``train.freeze_embedding_rows_below``,
+    ``train.freeze_output_rows_below``) against the model's real parameter names and vocabulary
+    (after ``model.init_from`` has set the shape), before any distributed work. Returns
+    (trainable names, trainable count, total count), counted on the whole model (not a
+    tensor-parallel shard)."""
     with torch.device("meta"):
         shapes = {n: p.numel() for n, p in GPTNeoX(cfg.model).named_parameters()}
     trainable = select_trainable(list(shapes), cfg.train.trainable)
-    rows = cfg.train.freeze_embedding_rows_below
-    if rows and EMBED_IN not in trainable:
-        raise ConfigError(f"train.freeze_embedding_rows_below: {rows} has no effect: {EMBED_IN} is not in "
-                          f"train.trainable {cfg.train.trainable}")
-    if rows > cfg.model.padded_vocab_size:
-        raise ConfigError(f"train.freeze_embedding_rows_below: {rows} exceeds the {cfg.model.padded_vocab_size} "
-                          "input-embedding rows")
+    for key, name in FROZEN_ROWS.items():
+        rows = getattr(cfg.train, key)
+        if rows and name not in trainable:
+            raise ConfigError(f"train.{key}: {rows} has no effect: {name} is not in train.trainable "
+                              f"{cfg.train.trainable}")
+        if rows > cfg.model.padded_vocab_size:
+            raise ConfigError(f"train.{key}: {rows} exceeds the {cfg.model.padded_vocab_size} rows of {name}")
     return trainable, sum(shapes[n] for n in trainable), sum(shapes.values())
 
 
-def freeze(model: GPTNeoX, trainable: set[str], rows_below: int) -> None:
-    """Turn off gradients of the parameters not in ``trainable``; with ``rows_below`` > 0, zero
-    the input embedding's gradient for rows below it.
+def frozen_rows(t: TrainConfig) -> dict[str, int]:
+    """{parameter name: rows below this id frozen} for the row freezes that are on."""
+    return {name: getattr(t, key) for key, name in FROZEN_ROWS.items() if getattr(t, key)}
+
+
+def describe_frozen_rows(t: TrainConfig) -> str:
+    """'; rows below K of NAME frozen' for each row freeze that is on (for the start banner)."""
+    return "".join(f"; rows below {k} of {name} frozen" for name, k in frozen_rows(t).items())
+
+
+def freeze(model: GPTNeoX, trainable: set[str], rows_below: dict[str, int]) -> None:
+    """Turn off gradients of the parameters not in ``trainable``; for each (name, K) of
+    ``rows_below`` (``frozen_rows``), zero that embedding's gradient for rows below K.
 
     The mask is a hook on the parameter, so it runs when autograd produces each micro-batch's
     gradient: before accumulation, before DeepSpeed reduces it across ranks (ZeRO-2 does that
     from a hook on the accumulation) and before any optimizer sees it. A row whose gradient is
     always zero keeps Adam moments of exactly zero, so Adam's update for it is exactly 0 / eps
-    = 0; with no weight decay on embed_in (``param_groups``) it never moves, also not in the
-    fp32 master copy ZeRO keeps. The embedding is replicated under tensor parallelism
+    = 0; with no weight decay on that embedding (``param_groups``) it never moves, also not in
+    the fp32 master copy ZeRO keeps. The embeddings are replicated under tensor parallelism
     (train/parallel.py), so global row ids are local ones on every rank."""
     for name, param in model.named_parameters():
         param.requires_grad_(name in trainable)
-    if not rows_below:
-        return
-    weight = model.get_parameter(EMBED_IN)
     full = model.config.padded_vocab_size
-    if weight.shape[0] != full:
-        raise RuntimeError(f"{EMBED_IN} has {weight.shape[0]} rows on this rank, not {full}: a vocab-parallel "
-                           "embedding needs freeze_embedding_rows_below mapped to local rows")
-    frozen = (torch.arange(full, device=weight.device) < rows_below).unsqueeze(1)  # (V, 1)
-    # masked_fill, not multiplication: a NaN gradient (a skipped step) must become 0 as well.
-    weight.register_hook(lambda grad: grad.masked_fill(frozen, 0.0))
+    for name, k in rows_below.items():
+        weight = model.get_parameter(name)
+        if weight.shape[0] != full:
+            raise RuntimeError(f"{name} has {weight.shape[0]} rows on this rank, not {full}: a vocab-parallel "
+                               "embedding needs its frozen rows mapped to local rows")
+        frozen = (torch.arange(full, device=weight.device) < k).unsqueeze(1)  # (V, 1)
+        # masked_fill, not multiplication: a NaN gradient (a skipped step) must become 0 as well.
+        weight.register_hook(lambda grad, frozen=frozen: grad.masked_fill(frozen, 0.0))
 
 
 def check_same_freezing(saved: dict[str, Any], t: TrainConfig, where: Path) -> None:
     """A run resumes only with the freezing it was saved with (``saved``: the checkpoint's
     ``train`` section): other optimizer groups would not load, and rows frozen only now would
     carry Adam moments from before and keep moving."""
-    for key, default in (("trainable", ["all"]), ("freeze_embedding_rows_below", 0)):
+    for key, default in (("trainable", ["all"]), *((k, 0) for k in FROZEN_ROWS)):
         if saved.get(key, default) != getattr(t, key):
             raise ConfigError(f"train.{key}: {getattr(t, key)} differs from {saved.get(key, default)} in the "
                               f"checkpoint {where}; resume with the same value, or start a new train.run_dir "
@@ -175,14 +188,15 @@ def check_resumable(cfg: Config) -> None:
         check_same_freezing(ckpt.read_meta(ckpt_dir / tag)["config"]["train"], cfg.train, ckpt_dir / tag)
 
 
-def param_groups(model: GPTNeoX, weight_decay: float, rows_below: int) -> list[dict[str, Any]]:
+def param_groups(model: GPTNeoX, weight_decay: float, rows_below: dict[str, int]) -> list[dict[str, Any]]:
     """AdamW groups over the trainable parameters only, so no decay or moment touches a frozen
-    one. Without weight decay: biases, LayerNorms, and embed_in while rows of it are frozen.
-    Empty groups are left out (DeepSpeed's ZeRO optimizer cannot flatten an empty group)."""
+    one. Without weight decay: biases, LayerNorms, and an embedding while rows of it are frozen
+    (``rows_below``, as ``freeze``). Empty groups are left out (DeepSpeed's ZeRO optimizer cannot
+    flatten an empty group)."""
     decay, plain = [], []
     for name, param in model.named_parameters():
         if param.requires_grad:
-            (plain if no_decay(name) or (rows_below and name == EMBED_IN) else decay).append(param)
+            (plain if no_decay(name) or name in rows_below else decay).append(param)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
     return [g for g in groups if g["params"]]
 
@@ -227,16 +241,18 @@ def check_init_from(cfg: Config, explicit: set[str]) -> None:
         )
     keep = {k: getattr(cfg.model, k) for k in ("init_from", "activation_checkpointing", "init_seed")}
     cfg.model = ModelConfig(**{**asdict(found), **keep, "name": Path(cfg.model.init_from).name})
-    if cfg.train.freeze_embedding_rows_below == "auto":
+    for key in FROZEN_ROWS:
+        if getattr(cfg.train, key) != "auto":
+            continue
         from model.extend_vocab import CONFIG_KEY, recorded_extension
 
         record = recorded_extension(cfg.model.init_from)
         if not record or not isinstance(record.get("old_vocab_size"), int):
             raise ConfigError(
-                f"train.freeze_embedding_rows_below: 'auto', but {Path(cfg.model.init_from) / 'config.json'} has "
-                f"no {CONFIG_KEY} record (written by koneox extend-vocab, kept by koneox export); set the first "
-                "new token id as a number instead")
-        cfg.train.freeze_embedding_rows_below = record["old_vocab_size"]
+                f"train.{key}: 'auto', but {Path(cfg.model.init_from) / 'config.json'} has no {CONFIG_KEY} record "
+                "(written by koneox extend-vocab, kept by koneox export); set the first new token id as a number "
+                "instead")
+        setattr(cfg.train, key, record["old_vocab_size"])
     # Continued pretraining keeps the checkpoint's tokenizer unless another one is named.
     if not cfg.tokenizer.path and (Path(cfg.model.init_from) / "tokenizer.json").is_file():
         cfg.tokenizer.path = cfg.model.init_from
@@ -293,10 +309,10 @@ class Trainer:
             # under "_orig_mod.", which export, select and generate cannot place.
             model.compile()
         t = cfg.train
-        freeze(model, self.trainable, t.freeze_embedding_rows_below)
+        freeze(model, self.trainable, frozen_rows(t))
         adamw = SkippingAdamW if cfg.parallel.zero_stage == 0 else torch.optim.AdamW
         optimizer = adamw(
-            param_groups(model, t.weight_decay, t.freeze_embedding_rows_below),
+            param_groups(model, t.weight_decay, frozen_rows(t)),
             lr=t.lr, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_eps,
             fused=torch.cuda.is_available(),
         )
@@ -545,9 +561,8 @@ class Trainer:
             print(f"optimizer {type(self.engine.optimizer).__name__}: gradients accumulated in {dtypes}, reduced in "
                   f"{self.ds_config.get('communication_data_type', t.precision)}; collective timeout "
                   f"{cfg.parallel.timeout_minutes} min", flush=True)
-            rows = t.freeze_embedding_rows_below
             print(f"trainable {self.num_trainable:,} of {self.num_params:,} parameters (train.trainable "
-                  f"{t.trainable})" + (f"; input-embedding rows below {rows} frozen" if rows else ""), flush=True)
+                  f"{t.trainable}){describe_frozen_rows(t)}", flush=True)
         last_saved = self.state.step
         tick, tokens_since = time.perf_counter(), 0
         try:
