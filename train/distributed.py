@@ -165,6 +165,15 @@ def init_distributed(timeout_minutes: int = 60) -> tuple[int, int, int]:
     return dist.get_rank(), dist.get_world_size(), local_rank
 
 
+def shutdown_distributed() -> None:
+    """Destroy every process group of this rank, if any (the end of a training run). A rank's
+    own call; the others may have finished or failed already."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 SHM_DIR = Path("/dev/shm")
 DS_SHM_PREFIX = "deepspeed_allreduce_buffer"
 

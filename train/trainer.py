@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from model import GPTNeoX, ModelConfig
 from train import checkpoint as ckpt
 from train.config import Config, ConfigError, TrainConfig
-from train.distributed import broadcast_object, check_shared_directory, init_distributed
+from train.distributed import broadcast_object, check_shared_directory, init_distributed, shutdown_distributed
 from train.ds_config import deepspeed_config
 from train.metrics import MetricsLogger, peak_tflops
 from train.parallel import check_sharded
@@ -547,7 +547,17 @@ class Trainer:
         return bool(flag.item())
 
     def fit(self) -> TrainState:
-        self.setup()
+        """Set up, train to ``train.train_steps`` (or until stopped), save. The process groups are
+        destroyed at the end, whatever happened, while the interpreter is still whole: left to
+        interpreter shutdown, gloo's worker threads can abort a finished rank ("terminate called
+        without an active exception", exit code -6), which failed a CI run here."""
+        try:
+            self.setup()
+            return self._train()
+        finally:
+            shutdown_distributed()
+
+    def _train(self) -> TrainState:
         cfg, t = self.cfg, self.cfg.train
         seq = cfg.data.seq_len
         flops_per_token = cfg.model.flops_per_token(seq)
