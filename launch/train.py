@@ -55,7 +55,9 @@ def dry_run(cfg: Config, trainable: int, total: int) -> None:
           f"{cfg.train.precision}; activation checkpointing {'on' if m.activation_checkpointing else 'off'}")
     print(f"batch        {micro} micro x {accum} accumulation x {dp} data-parallel = {glob} sequences "
           f"x {cfg.data.seq_len} tokens = {glob * cfg.data.seq_len:,} tokens per step")
-    print(f"parameters per GPU  {mem['params_per_gpu']:,.0f}; DeepSpeed optimizer {deepspeed_optimizer(cfg)}")
+    frozen = (f" ({mem['trainable_per_gpu']:,.0f} trainable)"
+              if mem["trainable_per_gpu"] < mem["params_per_gpu"] else "")
+    print(f"parameters per GPU  {mem['params_per_gpu']:,.0f}{frozen}; DeepSpeed optimizer {deepspeed_optimizer(cfg)}")
     from train.trainer import describe_frozen_rows
 
     rows = describe_frozen_rows(cfg.train)

@@ -135,3 +135,24 @@ def test_tensor_parallelism_divides_only_the_24_sbh_part_of_activations():
     # The replicated output head: logits do not shrink with TP.
     assert estimate(small("parallel.tensor_parallel=4"), dp_size=1)["logits_gib"] == \
         estimate(small(), dp_size=1)["logits_gib"]
+
+
+def test_frozen_parameters_hold_weights_but_no_gradients_or_optimizer_state():
+    """train.trainable: the estimate (and the checkpoint size) count gradients and optimizer state
+    for the trainable parameters only; weights and activations stay as they were."""
+    from train.memory import trainable_per_gpu
+    from train.plan import checkpoint_bytes
+
+    layout = ("train.precision=bf16", "parallel.tensor_parallel=2", "parallel.zero_stage=2")
+    full, frozen = small(*layout), small(*layout, "train.trainable=[embed_in, layers.0.mlp.dense_h_to_4h]")
+    V, h, i = full.model.padded_vocab_size, full.model.hidden_size, full.model.intermediate_size
+    T = V * h + (h * i + i) // 2  # embed_in replicated; the column-split MLP weight and bias halved
+    assert trainable_per_gpu(full) == params_per_gpu(full) == 66_880 and trainable_per_gpu(frozen) == T
+    a, b = estimate(full, dp_size=4, context_gib=0), estimate(frozen, dp_size=4, context_gib=0)
+    P, N = 66_880, 4
+    assert b["weights_gib"] == a["weights_gib"] and b["activations_gib"] == a["activations_gib"]
+    assert a["model_states_gib"] * GiB == pytest.approx(2 * P + 18 * P / N)
+    assert b["model_states_gib"] * GiB == pytest.approx(2 * P + 18 * T / N)
+    assert b["trainable_per_gpu"] == T < a["trainable_per_gpu"] == P
+    state = 12 * (P - T) / N  # the optimizer partition each rank no longer writes
+    assert checkpoint_bytes(full, 1, 8)["per_rank"] - checkpoint_bytes(frozen, 1, 8)["per_rank"] == pytest.approx(state)

@@ -4,6 +4,10 @@ Shared by ``launch/train.py --dry-run`` and ``koneox plan``. P is the parameter 
 holds (tensor parallelism divides the attention and MLP weights; embeddings, output head and
 LayerNorms stay replicated, REFERENCE §5), N the data-parallel size ZeRO partitions over.
 
+Parameters that ``train.trainable`` freezes hold their weights only: gradients, optimizer state,
+accumulation buffers and buckets below count the trainable T of the P (``trainable_per_gpu``;
+T = P by default).
+
 Model states, DeepSpeed's own accounting (``estimate_zero2_model_states_mem_needs`` /
 ``estimate_zero3_...`` in deepspeed 0.19.8, no offload), bytes per parameter with bf16/fp16::
 
@@ -86,6 +90,28 @@ def params_per_gpu(cfg: Config) -> int:
     return cfg.model.num_parameters() - sharded + sharded // cfg.parallel.tensor_parallel
 
 
+def trainable_per_gpu(cfg: Config) -> int:
+    """The part of ``params_per_gpu`` that ``train.trainable`` selects: only those parameters have
+    gradients and optimizer state (frozen ones are left out of the optimizer, train/trainer.py).
+    Split weights count 1/t, as the tensor-parallel plan splits them (train/parallel.py)."""
+    if "all" in cfg.train.trainable:
+        return params_per_gpu(cfg)
+    import torch
+
+    from model import GPTNeoX
+    from train.parallel import COLUMN, ROW
+    from train.trainer import select_trainable
+
+    with torch.device("meta"):
+        sizes = {n: p.numel() for n, p in GPTNeoX(cfg.model).named_parameters()}
+    tp = cfg.parallel.tensor_parallel
+
+    def split(name: str) -> bool:
+        return any(f".{c}." in name for c in COLUMN) or any(name.endswith(f".{r}.weight") for r in ROW)
+
+    return sum(sizes[n] // tp if split(n) else sizes[n] for n in select_trainable(list(sizes), cfg.train.trainable))
+
+
 def largest_layer_parameters(cfg: Config) -> int:
     """Parameters of the largest module (its own, not its children's) on one tensor-parallel
     rank, as ``deepspeed.runtime.zero.stage3.model_to_params`` counts them for ZeRO-3."""
@@ -129,6 +155,7 @@ def estimate(cfg: Config, dp_size: int, context_gib: float = CONTEXT_GIB) -> dic
     m, p, t = cfg.model, cfg.parallel, cfg.train
     zero, tp, N = p.zero_stage, p.tensor_parallel, dp_size
     P = params_per_gpu(cfg)
+    T = trainable_per_gpu(cfg)  # = P unless train.trainable freezes some: no gradient, no optimizer state
     mixed = t.precision != "fp32"
     w = DTYPE_BYTES[t.precision]
     accum, comm = accumulation_bytes(cfg), reduction_bytes(cfg)
@@ -138,34 +165,34 @@ def estimate(cfg: Config, dp_size: int, context_gib: float = CONTEXT_GIB) -> dic
     # ZeRO-3: DeepSpeed counts one gathered layer (its 16-bit weights and gradients) instead.
     weights = 2 * w * largest_layer_parameters(cfg) if zero >= 3 else P * w
     partition = P * w / N if zero >= 3 else 0
-    grads = P * w / shard_g + (4 * P / shard_o if mixed else 0)
-    optim = P * (12 if mixed or zero >= 1 else 8) / shard_o
+    grads = T * w / shard_g + (4 * T / shard_o if mixed else 0)
+    optim = T * (12 if mixed or zero >= 1 else 8) / shard_o
 
     opt = deepspeed_optimizer(cfg)
     fp32_accum = mixed and accum == 4
     if opt == "BF16_Optimizer":
-        accum_extra = 4 * P - 4 * P / N
+        accum_extra = 4 * T - 4 * T / N
     elif fp32_accum and zero == 1:
-        accum_extra = 4 * P
+        accum_extra = 4 * T
     elif fp32_accum and zero == 3:
-        accum_extra = 4 * min(P / N, STAGE3_SUB_GROUP)
+        accum_extra = 4 * min(T / N, STAGE3_SUB_GROUP)
     else:
         accum_extra = 0
 
     B = p.reduce_bucket_size
     if opt == "BF16_Optimizer":
-        flattened = 4 * P if P <= ALLREDUCE_CHUNK else 0
-        buckets = flattened + (P * comm if comm != 4 else 0)
+        flattened = 4 * T if T <= ALLREDUCE_CHUNK else 0
+        buckets = flattened + (T * comm if comm != 4 else 0)
     elif zero in (1, 2):
         bucket_bytes = accum if zero == 1 and accum != w else w  # use_grad_accum_attribute
         count = 2 if zero >= 2 else 1  # overlap_comm double buffer (ds_config: ZeRO >= 2)
-        in_flight = min(B, P)  # flattened copy, and its cast to the communication dtype
+        in_flight = min(B, T)  # flattened copy, and its cast to the communication dtype
         cast = in_flight * comm if comm != bucket_bytes else 0
         buckets = count * B * bucket_bytes + in_flight * bucket_bytes + cast
     elif zero == 3:
-        buckets = B * comm + min(B, P) * comm + STAGE3_PREFETCH * w
+        buckets = B * comm + min(B, T) * comm + STAGE3_PREFETCH * w
     else:  # ZeRO-0: the engine flattens (and casts) gradients in 5e8-element chunks
-        chunk = min(ALLREDUCE_CHUNK, P)
+        chunk = min(ALLREDUCE_CHUNK, T)
         buckets = chunk * w + (chunk * comm if comm != w else 0)
 
     b, s, h = t.micro_batch_size, cfg.data.seq_len, m.hidden_size
@@ -183,6 +210,7 @@ def estimate(cfg: Config, dp_size: int, context_gib: float = CONTEXT_GIB) -> dic
     total = states + partition + accum_extra + buckets + activations + logits + context
     return {
         "params_per_gpu": float(P),
+        "trainable_per_gpu": float(T),
         "weights_gib": weights / GiB,
         "gradients_gib": grads / GiB,
         "optimizer_gib": optim / GiB,

@@ -69,6 +69,7 @@ from train.memory import (
     estimate,
     params_per_gpu,
     reduction_bytes,
+    trainable_per_gpu,
 )
 from train.metrics import peak_tflops
 
@@ -144,13 +145,13 @@ def checkpoint_bytes(cfg: Config, nodes: int, gpus_per_node: int) -> dict[str, f
     (``per_rank``) and on the busiest node (``per_node``, node 0)."""
     t, zero = cfg.parallel.tensor_parallel, cfg.parallel.zero_stage
     dp = nodes * gpus_per_node // t
-    P = params_per_gpu(cfg)
+    P, T = params_per_gpu(cfg), trainable_per_gpu(cfg)  # optimizer state only for the trainable T
     state = 12 if cfg.train.precision != "fp32" or zero >= 1 else 8
     module = P * DTYPE_BYTES[cfg.train.precision] if zero < 3 else 0
     if zero == 0:  # no ZeRO: data-parallel rank 0 writes the whole optimizer state with the module
-        module, partition = module + P * state, 0.0
+        module, partition = module + T * state, 0.0
     else:
-        partition = P * state / dp
+        partition = T * state / dp
     return {
         "total": t * (module + dp * partition),
         "per_rank": module + partition,
