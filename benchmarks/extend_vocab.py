@@ -113,6 +113,7 @@ def main() -> int:
     from data.testing import (
         corpus_dir,
         english_help_paragraphs,
+        mix_in,
         read_texts,
         train_small_model,
         train_tiny_tokenizer,
@@ -126,32 +127,21 @@ def main() -> int:
     root = Path(args.out)
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
-    import random
-
     english = english_help_paragraphs(args.en_bytes)
     en_train, en_held = english[: -args.held_en], english[-args.held_en :]
     # Korean: training and held-out reviews first, the base model's share from those after them
     en_bytes = sum(len(t.encode()) for t in en_train)
-    want = args.base_korean * en_bytes / (1 - args.base_korean)
-    korean, base_korean, got = [], [], 0
-    for text in read_texts(corpus_dir() / "raw" / "nsmc_reviews.jsonl.gz", limit=args.ko_docs + 100_000):
-        if len(korean) < args.ko_docs:
-            korean.append(text)
-        elif got < want:
-            base_korean.append(text)
-            got += len(text.encode())
-        else:
-            break
-    ko_train, ko_held = korean[: -args.held_ko], korean[-args.held_ko :]
-    base_texts = en_train + base_korean
-    random.Random(args.seed).shuffle(base_texts)
+    korean = read_texts(corpus_dir() / "raw" / "nsmc_reviews.jsonl.gz", limit=args.ko_docs + 100_000)
+    ko_train, ko_held = korean[: args.ko_docs - args.held_ko], korean[args.ko_docs - args.held_ko : args.ko_docs]
+    base_texts, base_docs, got = mix_in(en_train, korean[args.ko_docs :],
+                                        args.base_korean * en_bytes / (1 - args.base_korean), seed=args.seed)
     held = {"ko": write_jsonl_gz(ko_held, root / "ko_heldout.jsonl.gz"),
             "en": write_jsonl_gz(en_held, root / "en_heldout.jsonl.gz")}
     ko_train_file = write_jsonl_gz(ko_train, root / "ko_train.jsonl.gz")
-    sizes = {"en_train_bytes": sum(len(t.encode()) for t in en_train), "en_train_docs": len(en_train),
+    sizes = {"en_train_bytes": en_bytes, "en_train_docs": len(en_train),
              "ko_train_bytes": sum(len(t.encode()) for t in ko_train), "ko_train_docs": len(ko_train),
              "en_heldout_docs": len(en_held), "ko_heldout_docs": len(ko_held),
-             "base_korean_docs": len(base_korean), "base_korean_bytes": got}
+             "base_korean_docs": base_docs, "base_korean_bytes": got}
     print(f"data: {sizes}", flush=True)
 
     train_tiny_tokenizer(en_train, root / "en_tok", vocab_size=args.en_vocab)

@@ -117,6 +117,22 @@ def train_on_windows(model, data, steps: int, opt, seed: int = 0, sched=None, ba
     return model
 
 
+def mix_in(texts: Sequence[str], pool: Sequence[str], budget_bytes: float, seed: int = 0) -> tuple[list[str], int, int]:
+    """``texts`` plus the first documents of ``pool`` taken while fewer than ``budget_bytes`` UTF-8
+    bytes of them are in, all shuffled with ``seed``: (mixed texts, documents taken, bytes taken).
+    How the extend-vocab test, benchmark and demo give their stand-in English model a little Korean."""
+    import random
+
+    mixed, taken, size = list(texts), 0, 0
+    for doc in pool:
+        if size >= budget_bytes:
+            break
+        mixed.append(doc)
+        taken, size = taken + 1, size + len(doc.encode())
+    random.Random(seed).shuffle(mixed)
+    return mixed, taken, size
+
+
 def train_small_model(tokenizer_dir: str | os.PathLike, texts: Sequence[str], out: str | os.PathLike, steps: int,
                       seed: int = 0, warmup: int = 0) -> Path:
     """A 2-layer ``tiny`` GPT-NeoX (hidden 128, 256 positions) trained on ``texts`` with the

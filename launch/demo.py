@@ -97,22 +97,21 @@ def english_stand_in(out_dir: Path) -> None:
     learned from the English lines of the bundled help pages (Korean falls into bytes) and a 2-layer
     GPT-NeoX trained 150 steps on those lines plus 1% of their bytes in Korean reviews (English web
     data holds a little Korean)."""
-    import random
-
-    from data.testing import english_help_paragraphs, read_texts, train_small_model, train_tiny_tokenizer
+    from data.testing import (
+        english_help_paragraphs,
+        mix_in,
+        read_texts,
+        train_small_model,
+        train_tiny_tokenizer,
+    )
 
     english = english_help_paragraphs(10**9, SAMPLES / "help_pages_ko.jsonl.gz")
-    texts, size = list(english), 0
-    for review in read_texts(SAMPLES / "nsmc_reviews.jsonl.gz", limit=2000):
-        if size >= 0.01 * sum(len(t.encode()) for t in english):
-            break
-        texts.append(review)
-        size += len(review.encode())
-    random.Random(0).shuffle(texts)
+    en_bytes = sum(len(t.encode()) for t in english)
+    texts, _, size = mix_in(english, read_texts(SAMPLES / "nsmc_reviews.jsonl.gz", limit=2000), 0.01 * en_bytes)
     start = time.perf_counter()
     train_tiny_tokenizer(english, out_dir / "tokenizer", vocab_size=1024)
     train_small_model(out_dir / "tokenizer", texts, out_dir, steps=150, warmup=10)
-    print(f"(stand-in English model: {sum(len(t.encode()) for t in english):,} bytes of English, {size:,} of "
+    print(f"(stand-in English model: {en_bytes:,} bytes of English, {size:,} of "
           f"Korean, 150 steps, {time.perf_counter() - start:.1f} s -> {out_dir.relative_to(ROOT)})", flush=True)
 
 

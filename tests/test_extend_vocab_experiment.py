@@ -17,7 +17,6 @@ test_freeze.py and exercised by the benchmark.
 from __future__ import annotations
 
 import json
-import random
 import shutil
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import torch
 from data.testing import (
     corpus_dir,
     english_help_paragraphs,
+    mix_in,
     read_texts,
     token_stream,
     train_on_windows,
@@ -86,13 +86,7 @@ def experiment(tmp_path_factory, one_thread) -> dict:
     korean = read_texts(RAW / "nsmc_reviews.jsonl.gz", limit=10_000)
     en_train, en_held = english[:-30], english[-30:]
     ko_train, ko_held = korean[:5800], korean[5800:6000]
-    base_texts, size = list(en_train), 0
-    for text in korean[6000:]:  # 1% of the base model's bytes
-        if size >= BASE_KOREAN * sum(len(t.encode()) for t in en_train):
-            break
-        base_texts.append(text)
-        size += len(text.encode())
-    random.Random(0).shuffle(base_texts)
+    base_texts, _, _ = mix_in(en_train, korean[6000:], BASE_KOREAN * sum(len(t.encode()) for t in en_train))
     files = {"ko": write_jsonl_gz(ko_held, root / "ko.jsonl.gz"), "en": write_jsonl_gz(en_held, root / "en.jsonl.gz")}
     train_tiny_tokenizer(en_train, root / "en_tok", vocab_size=EN_VOCAB)
     train_tiny_tokenizer(ko_train, root / "ko_tok", vocab_size=KO_VOCAB)
