@@ -78,11 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, args.overrides)
         explicit = {o.partition("=")[0].strip() for o in args.overrides} | _yaml_keys(args.config)
         if args.dry_run:
-            from train.trainer import check_freezing, check_init_from, check_resumable
+            from train.trainer import check_before_start
 
-            check_init_from(cfg, explicit)  # the shape (and freezing 'auto') of model.init_from
-            _, trainable, total = check_freezing(cfg)
-            check_resumable(cfg)
+            _, trainable, total, _ = check_before_start(cfg, explicit)  # as the trainer, shape from init_from
             dry_run(cfg, trainable, total)
             return 0
         from train.trainer import Trainer

@@ -105,8 +105,10 @@ class TrainConfig:
     'auto' as above). embed_out must be trainable, and is then not weight-decayed."""
 
 
-ROW_FREEZES = {"freeze_embedding_rows_below": "input-embedding", "freeze_output_rows_below": "LM-head"}
-"""The TrainConfig keys that freeze the rows of an embedding below a token id, and which matrix."""
+ROW_FREEZES = {"freeze_embedding_rows_below": ("gpt_neox.embed_in.weight", "input-embedding"),
+               "freeze_output_rows_below": ("embed_out.weight", "LM-head")}
+"""The TrainConfig keys that freeze the rows of an embedding below a token id: (the parameter the
+trainer masks, what errors call it)."""
 
 
 @dataclass
@@ -213,7 +215,7 @@ class Config:
             fail("train.grad_accum" if t.grad_accum < 0 else "train.global_batch_size", "must be >= 0")
         if not t.trainable:
             fail("train.trainable", "is empty; list parameter-name patterns, or [all]")
-        for key, what in ROW_FREEZES.items():
+        for key, (_, what) in ROW_FREEZES.items():
             rows = getattr(t, key)
             if rows == "auto" and not m.init_from:
                 fail(f"train.{key}", "'auto' reads the first new token id from model.init_from (a koneox extend-vocab "

@@ -48,7 +48,7 @@ from safetensors.torch import save_file
 from model import GPTNeoX, ModelConfig
 from model.hf_io import parse_size
 from train import checkpoint as ckpt
-from train.parallel import COLUMN, ROW
+from train.parallel import tp_kind
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 INDEX = "model.safetensors.index.json"
@@ -92,16 +92,6 @@ def list_checkpoints(run: str | Path) -> list[Path]:
 
 
 # -- reading one checkpoint -------------------------------------------------------------------
-
-
-def _tp_kind(name: str) -> str:
-    """'column', 'row' or 'replicated': how tensor parallelism split this parameter."""
-    module = name.rsplit(".", 1)[0]
-    if module.endswith(COLUMN):
-        return "column"
-    if module.endswith(ROW) and name.endswith(".weight"):
-        return "row"
-    return "replicated"  # includes the row layers' biases, added once after the all-reduce
 
 
 def _load_model_file(path: Path) -> dict[str, Any]:
@@ -221,7 +211,7 @@ class Checkpoint:
         if missing:
             raise ExportError(f"{self.path}: {name} is missing on tensor-parallel rank(s) {missing}")
         pieces = [r[name] for r in self.ranks]
-        kind = _tp_kind(name) if self.tp_size > 1 else "replicated"
+        kind = tp_kind(name) if self.tp_size > 1 else "replicated"
         if kind == "column":
             full = torch.cat(pieces, dim=0)
         elif kind == "row":

@@ -99,17 +99,14 @@ def trainable_per_gpu(cfg: Config) -> int:
     import torch
 
     from model import GPTNeoX
-    from train.parallel import COLUMN, ROW
+    from train.parallel import tp_kind
     from train.trainer import select_trainable
 
     with torch.device("meta"):
         sizes = {n: p.numel() for n, p in GPTNeoX(cfg.model).named_parameters()}
     tp = cfg.parallel.tensor_parallel
-
-    def split(name: str) -> bool:
-        return any(f".{c}." in name for c in COLUMN) or any(name.endswith(f".{r}.weight") for r in ROW)
-
-    return sum(sizes[n] // tp if split(n) else sizes[n] for n in select_trainable(list(sizes), cfg.train.trainable))
+    return sum(sizes[n] // tp if tp_kind(n) != "replicated" else sizes[n]
+               for n in select_trainable(list(sizes), cfg.train.trainable))
 
 
 def largest_layer_parameters(cfg: Config) -> int:

@@ -41,6 +41,16 @@ def autotp_config(tp_size: int) -> dict:
     }
 
 
+def tp_kind(name: str) -> str:
+    """'column', 'row' or 'replicated': how tensor parallelism splits this parameter."""
+    module = name.rsplit(".", 1)[0]
+    if module.endswith(COLUMN):
+        return "column"
+    if module.endswith(ROW) and name.endswith(".weight"):
+        return "row"
+    return "replicated"  # includes the row layers' biases, added once after the all-reduce
+
+
 def check_sharded(model: nn.Module, tp_size: int, hidden: int, intermediate: int) -> None:
     """Fail loudly unless every TP weight has its split dimension divided by ``tp_size``.
 

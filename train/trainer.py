@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from model import GPTNeoX, ModelConfig
 from train import checkpoint as ckpt
-from train.config import Config, ConfigError, TrainConfig
+from train.config import ROW_FREEZES, Config, ConfigError, TrainConfig
 from train.distributed import broadcast_object, check_shared_directory, init_distributed, shutdown_distributed
 from train.ds_config import deepspeed_config
 from train.metrics import MetricsLogger, peak_tflops
@@ -88,10 +88,8 @@ def no_decay(name: str) -> bool:
     return name.endswith(".bias") or "layernorm" in name or "layer_norm" in name
 
 
-EMBED_IN = "gpt_neox.embed_in.weight"
-EMBED_OUT = "embed_out.weight"
-FROZEN_ROWS = {"freeze_embedding_rows_below": EMBED_IN, "freeze_output_rows_below": EMBED_OUT}
-"""Each row-freezing key of TrainConfig (train.config.ROW_FREEZES) and the parameter it masks."""
+FROZEN_ROWS = {key: param for key, (param, _) in ROW_FREEZES.items()}
+"""Each row-freezing key of TrainConfig and the parameter it masks."""
 
 
 def select_trainable(names: list[str], patterns: list[str]) -> set[str]:
@@ -218,10 +216,12 @@ def build_model(cfg: Config) -> GPTNeoX:
     return build_shard(cfg.model, dtype, get_accelerator().current_device_name(), cfg.parallel.tensor_parallel)
 
 
-def check_init_from(cfg: Config, explicit: set[str]) -> None:
-    """Take the model shape from ``model.init_from`` and refuse a config that says otherwise."""
+def check_init_from(cfg: Config, explicit: set[str]) -> dict[str, Any] | None:
+    """Take the model shape from ``model.init_from`` and refuse a config that says otherwise; set
+    the ``auto`` row freezes from its vocabulary-extension record, which is returned (None
+    without one, or without model.init_from)."""
     if not cfg.model.init_from:
-        return
+        return None
     from model.hf_io import load_config as load_hf_config
 
     found = load_hf_config(cfg.model.init_from)
@@ -241,12 +241,12 @@ def check_init_from(cfg: Config, explicit: set[str]) -> None:
         )
     keep = {k: getattr(cfg.model, k) for k in ("init_from", "activation_checkpointing", "init_seed")}
     cfg.model = ModelConfig(**{**asdict(found), **keep, "name": Path(cfg.model.init_from).name})
+    from model.extend_vocab import CONFIG_KEY, recorded_extension
+
+    record = recorded_extension(cfg.model.init_from)
     for key in FROZEN_ROWS:
         if getattr(cfg.train, key) != "auto":
             continue
-        from model.extend_vocab import CONFIG_KEY, recorded_extension
-
-        record = recorded_extension(cfg.model.init_from)
         if not record or not isinstance(record.get("old_vocab_size"), int):
             raise ConfigError(
                 f"train.{key}: 'auto', but {Path(cfg.model.init_from) / 'config.json'} has no {CONFIG_KEY} record "
@@ -256,6 +256,19 @@ def check_init_from(cfg: Config, explicit: set[str]) -> None:
     # Continued pretraining keeps the checkpoint's tokenizer unless another one is named.
     if not cfg.tokenizer.path and (Path(cfg.model.init_from) / "tokenizer.json").is_file():
         cfg.tokenizer.path = cfg.model.init_from
+    return record
+
+
+def check_before_start(cfg: Config, explicit: set[str]) -> tuple[set[str], int, int, dict[str, Any] | None]:
+    """Everything checked before any rank starts, by the Trainer and by ``--dry-run``: the shape
+    and the ``auto`` row freezes from model.init_from (``check_init_from``), the trainable
+    patterns (``check_freezing``) and that a resumed run keeps its freezing (``check_resumable``).
+    Returns (trainable names, trainable count, total count, model.init_from's vocabulary-extension
+    record or None)."""
+    record = check_init_from(cfg, explicit)
+    trainable, num_trainable, num_params = check_freezing(cfg)
+    check_resumable(cfg)
+    return trainable, num_trainable, num_params, record
 
 
 class Trainer:
@@ -264,16 +277,10 @@ class Trainer:
         ``model.init_from`` those shape keys must agree with the checkpoint. Raises
         ConfigError before any distributed work starts."""
         self.cfg = cfg
-        check_init_from(cfg, explicit_keys or set())
-        self.trainable, self.num_trainable, self.num_params = check_freezing(cfg)
-        check_resumable(cfg)
-        # Carried into every checkpoint's metadata, so that `koneox export` writes it to config.json
-        # and the next stage can say freeze_embedding_rows_below: auto.
-        self.vocab_extension = None
-        if cfg.model.init_from:
-            from model.extend_vocab import recorded_extension
-
-            self.vocab_extension = recorded_extension(cfg.model.init_from)
+        # vocab_extension is carried into every checkpoint's metadata, so that `koneox export` writes
+        # it to config.json and the next stage can say freeze_embedding_rows_below: auto.
+        self.trainable, self.num_trainable, self.num_params, self.vocab_extension = check_before_start(
+            cfg, explicit_keys or set())
         self.state = TrainState()
         self.stop_signal = 0
         self._inject = _injections()
@@ -409,8 +416,7 @@ class Trainer:
         tag = broadcast_object(ckpt.latest_tag(self.ckpt_dir) if self.is_main else None)
         if tag is None:
             return
-        meta = ckpt.read_meta(self.ckpt_dir / tag)
-        check_same_freezing(meta["config"]["train"], self.cfg.train, self.ckpt_dir / tag)
+        meta = ckpt.read_meta(self.ckpt_dir / tag)  # its freezing was checked before start (check_resumable)
         load_path, _ = self.engine.load_checkpoint(str(self.ckpt_dir), tag=tag)
         if load_path is None:
             raise RuntimeError(f"{self.ckpt_dir / tag}: DeepSpeed could not load this checkpoint")
