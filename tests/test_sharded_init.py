@@ -140,7 +140,7 @@ def run_rank(out_dir: Path, st_dir: Path, bin_dir: Path) -> None:
     in step for the collectives of the next check."""
     import deepspeed
 
-    from train.distributed import release_shared_memory_names
+    from train.distributed import release_shared_memory_names, shutdown_distributed
 
     deepspeed.init_distributed(dist_backend="gloo")
     release_shared_memory_names()
@@ -152,6 +152,7 @@ def run_rank(out_dir: Path, st_dir: Path, bin_dir: Path) -> None:
         except AssertionError:
             results[name] = traceback.format_exc()
     (out_dir / f"rank{os.environ['RANK']}.json").write_text(json.dumps(results, indent=1))
+    shutdown_distributed()
 
 
 # -- worker: one simulated rank of eight --------------------------------------------------------

@@ -17,6 +17,7 @@ that each believed they were alone would all write the same run directory.
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import secrets
@@ -158,6 +159,9 @@ def init_distributed(timeout_minutes: int = 60) -> tuple[int, int, int]:
     resolve_environment()
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     deepspeed.init_distributed(dist_backend=backend, timeout=timedelta(minutes=timeout_minutes))
+    # Also for callers that never reach their own shutdown (benchmarks, an exception): destroyed
+    # at interpreter exit, gloo's worker threads abort the process (see shutdown_distributed).
+    atexit.register(shutdown_distributed)
     release_shared_memory_names()
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if torch.cuda.is_available():
@@ -167,7 +171,9 @@ def init_distributed(timeout_minutes: int = 60) -> tuple[int, int, int]:
 
 def shutdown_distributed() -> None:
     """Destroy every process group of this rank, if any (the end of a training run). A rank's
-    own call; the others may have finished or failed already."""
+    own call; the others may have finished or failed already. Needed while the interpreter is
+    still whole: a gloo group left to interpreter shutdown can abort a rank that finished its
+    work ("terminate called without an active exception", exit code -6)."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
