@@ -335,5 +335,10 @@ if __name__ == "__main__":
     mode, *args = sys.argv[1:]
     if mode == "ranks":
         run_rank(*(Path(a) for a in args))
+        # The results are written; leave without interpreter finalization, in which this worker
+        # aborted intermittently under CI load ("terminate called without an active exception")
+        # even with its process group destroyed.
+        sys.stdout.flush()
+        os._exit(0)
     else:
         run_simulated(Path(args[0]), args[1], int(args[2]))
